@@ -27,6 +27,7 @@ FAIRSEQ_RUNTIME = [
     "packaging",
     "pyyaml",  # S2T data config (config.yaml)
     "scikit-learn",  # imported by fairseq's data utilities
+    "editdistance",  # fairseq-generate --scoring wer
 ]
 
 OURS = [
