@@ -4,7 +4,6 @@ The paper's models (Appendix B): two stride-2 convolutions (kernel 5), Conformer
 relative-position self-attention and depthwise kernel 31, a Transformer decoder, a CTC head on an
 intermediate encoder layer (source transcript) and one on the final encoder output (target text).
 """
-from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional
