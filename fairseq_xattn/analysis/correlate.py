@@ -1,0 +1,369 @@
+"""Pearson correlation between cross-attention (CA) and saliency (SM) stores, per utterance.
+
+For every utterance (joined by id, hypothesis rank 0):
+
+1. rows: drop the language-tag rows (``prefix_len``) and the EOS row of both maps (:mod:`.rows`);
+2. saliency: normalise per token at its native resolution (default chain ``spes`` =
+   single_mean_std then paired_min_max), then, for input saliency ``I x T x F``, pool to ``I x T'``
+   (default ``max2d``, windows of s frames lined up with the encoder's subsampling);
+3. attention: average the selected (layer, head) matrices ``L x H x I x T'`` -> ``I x T'``, then
+   normalise frame-wise (mean-variance, population std, std 0 counts as 1);
+4. ``scipy.stats.pearsonr(vec(CA), vec(SM))``.
+
+Views (1-based layers and heads in every output): every single head, the head average of each
+layer (paper "h-AVG" row), the layer average of each head ("l-AVG" column), the full average, and
+any explicit subsets of (layer, head) pairs.  The mean over utterances is reported with the
+sample std (ddof 1) and n; an undefined r (a constant map, e.g. one content token) is left out of
+the mean and counted in ``n_undefined``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import stats
+
+from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreError, StoreReader, natural_key
+from .aggregation import aggregate
+from .normalisers import normalise, resolve_chain
+from .rows import record_content_rows
+
+Pair = Tuple[int, int]  # (layer, head), 1-based
+
+
+class CorrelationError(ValueError):
+    """The attention and saliency stores cannot be joined."""
+
+
+@dataclass
+class CorrelationConfig:
+    aggregation: str = "max2d"
+    saliency_norm: Sequence[str] = ("spes",)
+    attention_norm: Sequence[str] = ("frame_mean_variance",)
+    drop_eos: bool = True
+    #: encoder subsampling; None: read it from the records' meta (``subsampling``), else 4
+    subsampling: Optional[int] = None
+    #: named subsets of (layer, head) pairs, 1-based
+    subsets: Mapping[str, Sequence[Pair]] = field(default_factory=dict)
+    #: True: correlate only ids present in both stores; False: a missing id is an error
+    intersect: bool = False
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of the flattened maps; NaN when either is constant."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.pearsonr(a, b)[0])
+
+
+def parse_pairs(text: str) -> List[Pair]:
+    """``"5:1,6:3"`` -> ``[(5, 1), (6, 3)]``; ``"6:*"`` -> every head of layer 6 is expanded later."""
+    pairs = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        try:
+            layer, head = item.split(":")
+            pairs.append((int(layer), -1 if head == "*" else int(head)))
+        except ValueError:
+            raise ValueError(f"bad (layer, head) pair {item!r} in {text!r}; write LAYER:HEAD, e.g. 6:3 or 6:*") from None
+    if not pairs:
+        raise ValueError(f"empty subset {text!r}")
+    return pairs
+
+
+def _expand_pairs(pairs: Sequence[Pair], n_layers: int, n_heads: int, name: str) -> List[Pair]:
+    out: List[Pair] = []
+    for layer, head in pairs:
+        heads = range(1, n_heads + 1) if head == -1 else [head]
+        for h in heads:
+            if not (1 <= layer <= n_layers and 1 <= h <= n_heads):
+                raise ValueError(
+                    f"subset {name!r}: pair ({layer}, {h}) is outside the stored {n_layers} layers x "
+                    f"{n_heads} heads (1-based)"
+                )
+            out.append((layer, h))
+    return sorted(set(out))
+
+
+def subset_average(attention: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
+    """Mean of the selected matrices: ``L x H x I x T'`` and 1-based pairs -> ``I x T'``."""
+    idx_l = np.array([p[0] - 1 for p in pairs])
+    idx_h = np.array([p[1] - 1 for p in pairs])
+    return np.asarray(attention, dtype=np.float64)[idx_l, idx_h].mean(axis=0)
+
+
+@dataclass
+class UtterancePair:
+    """The two maps of one utterance, rows already dropped: CA ``L x H x I x T'``, SM ``I x T'``."""
+
+    utt_id: str
+    attention: np.ndarray
+    saliency: np.ndarray
+    tokens: List[str]
+
+
+class StorePairing:
+    """Joins an attention store and a saliency store by utterance id and prepares the maps."""
+
+    def __init__(self, attention_store: str, saliency_store: str, cfg: CorrelationConfig):
+        self.cfg = cfg
+        self.attn = StoreReader(attention_store, expect_kind=KIND_CROSS_ATTENTION)
+        self.sal = StoreReader(saliency_store, expect_kind=KIND_SALIENCY)
+        self.sal_target = self.sal.meta.get("target")
+        if self.sal_target not in ("input", "encoder"):
+            raise StoreError(
+                f"{self.sal.path}: store meta 'target' must be 'input' or 'encoder', found {self.sal_target!r}"
+            )
+        resolve_chain(list(cfg.saliency_norm))
+        resolve_chain(list(cfg.attention_norm))
+        self.ids = self._join_ids()
+
+    def _join_ids(self) -> List[str]:
+        a_ids, s_ids = self.attn.ids(), self.sal.ids()
+        s_set, a_set = set(s_ids), set(a_ids)
+        only_a = [u for u in a_ids if u not in s_set]
+        only_s = [u for u in s_ids if u not in a_set]
+        if (only_a or only_s) and not self.cfg.intersect:
+            parts = []
+            if only_a:
+                parts.append(f"{len(only_a)} utterance(s) of {self.attn.path} are not in {self.sal.path}: "
+                             f"{', '.join(map(repr, only_a[:5]))}{' ...' if len(only_a) > 5 else ''}")
+            if only_s:
+                parts.append(f"{len(only_s)} utterance(s) of {self.sal.path} are not in {self.attn.path}: "
+                             f"{', '.join(map(repr, only_s[:5]))}{' ...' if len(only_s) > 5 else ''}")
+            raise CorrelationError("; ".join(parts) + " (pass --intersect to use the common ids only)")
+        ids = [u for u in a_ids if u in s_set]
+        if not ids:
+            raise CorrelationError(f"{self.attn.path} and {self.sal.path} have no utterance id in common")
+        return sorted(ids, key=natural_key)
+
+    def subsampling(self, meta: Mapping) -> int:
+        if self.cfg.subsampling is not None:
+            return int(self.cfg.subsampling)
+        return int(meta.get("subsampling", 4) or 4)
+
+    def get(self, utt_id: str) -> UtterancePair:
+        a_rec = self.attn.get(utt_id)
+        s_rec = self.sal.get(utt_id)
+        where = f"utterance {utt_id!r}"
+        att = np.asarray(a_rec["attention"], dtype=np.float64)
+        sal = np.asarray(s_rec["saliency"], dtype=np.float64)
+        if att.ndim != 4:
+            raise CorrelationError(f"{where}: attention must be L x H x I x T', got shape {att.shape} in {self.attn.path}")
+        a_tok, s_tok = list(a_rec.meta.get("tokens", [])), list(s_rec.meta.get("tokens", []))
+        if a_tok != s_tok:
+            raise CorrelationError(
+                f"{where}: the stores hold different token sequences (attention {a_tok} in {self.attn.path}, "
+                f"saliency {s_tok} in {self.sal.path}); explain the same hypotheses that were recorded"
+            )
+        a_pre, s_pre = int(a_rec.meta.get("prefix_len", 0) or 0), int(s_rec.meta.get("prefix_len", 0) or 0)
+        if a_pre != s_pre:
+            raise CorrelationError(f"{where}: prefix_len differs (attention {a_pre}, saliency {s_pre})")
+        if sal.shape[0] != att.shape[2]:
+            raise CorrelationError(
+                f"{where}: attention has {att.shape[2]} token rows, saliency {sal.shape[0]}"
+            )
+        expected_sal_ndim = 3 if self.sal_target == "input" else 2
+        if sal.ndim != expected_sal_ndim:
+            raise CorrelationError(
+                f"{where}: saliency of target {self.sal_target!r} must have {expected_sal_ndim} axes, got shape "
+                f"{sal.shape} in {self.sal.path}"
+            )
+        a_rows = record_content_rows(a_rec.meta, att.shape[2], self.cfg.drop_eos, f"{where} in {self.attn.path}")
+        s_rows = record_content_rows(s_rec.meta, sal.shape[0], self.cfg.drop_eos, f"{where} in {self.sal.path}")
+        att = att[:, :, a_rows]
+        sal = normalise(sal[s_rows], list(self.cfg.saliency_norm))
+        if self.sal_target == "input":
+            s = self.subsampling(s_rec.meta)
+            sal = aggregate(sal, self.cfg.aggregation, s)
+        if sal.shape[-1] != att.shape[-1]:
+            detail = (f" (input saliency of {np.shape(s_rec['saliency'])[1]} frames pooled by "
+                      f"{self.subsampling(s_rec.meta)})" if self.sal_target == "input" else "")
+            raise CorrelationError(
+                f"{where}: different T': attention has {att.shape[-1]} encoder frames, saliency "
+                f"{sal.shape[-1]}{detail}"
+            )
+        strings = a_rec.meta.get("token_strings") or [str(t) for t in a_tok]
+        return UtterancePair(utt_id, att, sal, list(strings)[a_rows])
+
+    def __iter__(self) -> Iterable[UtterancePair]:
+        for utt_id in self.ids:
+            yield self.get(utt_id)
+
+
+@dataclass
+class Summary:
+    mean: float
+    std: float
+    n: int
+    n_undefined: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Summary":
+        v = np.asarray(values, dtype=np.float64)
+        ok = v[np.isfinite(v)]
+        n = int(ok.size)
+        mean = float(ok.mean()) if n else float("nan")
+        std = float(ok.std(ddof=1)) if n > 1 else (0.0 if n == 1 else float("nan"))
+        return cls(mean, std, n, int(v.size - n))
+
+    def as_dict(self) -> Dict[str, float]:
+        return {"mean": _clean(self.mean), "std": _clean(self.std), "n": self.n, "n_undefined": self.n_undefined}
+
+
+def _clean(x: float):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass
+class CorrelationResult:
+    """Per-utterance r: ``grid`` N x L x H, ``head_avg`` N x L, ``layer_avg`` N x H, ``full`` N."""
+
+    ids: List[str]
+    grid: np.ndarray
+    head_avg: np.ndarray
+    layer_avg: np.ndarray
+    full: np.ndarray
+    subsets: Dict[str, np.ndarray]
+    subset_pairs: Dict[str, List[Pair]]
+    config: Dict
+
+    @property
+    def n_layers(self) -> int:
+        return self.grid.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        return self.grid.shape[2]
+
+    def summary(self) -> Dict:
+        L, H = self.n_layers, self.n_heads
+        return {
+            "n_utterances": len(self.ids),
+            "config": self.config,
+            "grid": [[Summary.of(self.grid[:, l, h]).as_dict() for h in range(H)] for l in range(L)],
+            "head_avg": [Summary.of(self.head_avg[:, l]).as_dict() for l in range(L)],
+            "layer_avg": [Summary.of(self.layer_avg[:, h]).as_dict() for h in range(H)],
+            "full_avg": Summary.of(self.full).as_dict(),
+            "subsets": {name: {"pairs": [list(p) for p in self.subset_pairs[name]],
+                               **Summary.of(v).as_dict()} for name, v in self.subsets.items()},
+        }
+
+
+def correlate(pairing: StorePairing) -> CorrelationResult:
+    """Every view for every utterance of the pairing."""
+    cfg = pairing.cfg
+    grids, head_avgs, layer_avgs, fulls = [], [], [], []
+    subsets: Dict[str, List[float]] = {name: [] for name in cfg.subsets}
+    subset_pairs: Dict[str, List[Pair]] = {}
+    shape = None
+    att_norm = list(cfg.attention_norm)
+    for up in pairing:
+        L, H = up.attention.shape[:2]
+        if shape is None:
+            shape = (L, H)
+            for name, pairs in cfg.subsets.items():
+                subset_pairs[name] = _expand_pairs(pairs, L, H, name)
+        elif shape != (L, H):
+            raise CorrelationError(f"utterance {up.utt_id!r}: attention has {L} layers x {H} heads, "
+                                   f"earlier utterances {shape[0]} x {shape[1]}")
+        sm = up.saliency
+
+        def r_of(ca: np.ndarray) -> float:
+            return pearson(normalise(ca, att_norm), sm)
+
+        grids.append([[r_of(up.attention[l, h]) for h in range(H)] for l in range(L)])
+        head_avgs.append([r_of(up.attention[l].mean(axis=0)) for l in range(L)])
+        layer_avgs.append([r_of(up.attention[:, h].mean(axis=0)) for h in range(H)])
+        fulls.append(r_of(up.attention.mean(axis=(0, 1))))
+        for name, pairs in subset_pairs.items():
+            subsets[name].append(r_of(subset_average(up.attention, pairs)))
+    config = {
+        "aggregation": cfg.aggregation,
+        "saliency_norm": resolve_chain(list(cfg.saliency_norm)),
+        "attention_norm": resolve_chain(list(cfg.attention_norm)),
+        "drop_eos": cfg.drop_eos,
+        "saliency_target": pairing.sal_target,
+        "attention_store": str(pairing.attn.path),
+        "saliency_store": str(pairing.sal.path),
+    }
+    return CorrelationResult(
+        ids=list(pairing.ids), grid=np.asarray(grids, dtype=np.float64),
+        head_avg=np.asarray(head_avgs, dtype=np.float64), layer_avg=np.asarray(layer_avgs, dtype=np.float64),
+        full=np.asarray(fulls, dtype=np.float64),
+        subsets={k: np.asarray(v, dtype=np.float64) for k, v in subsets.items()},
+        subset_pairs=subset_pairs, config=config,
+    )
+
+
+# --------------------------------------------------------------------------- output formats
+
+def _fmt(s: Dict, digits: int = 3, spread: bool = False) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    text = f"{s['mean']:.{digits}f}"
+    if spread and s["std"] is not None:
+        text += f" ± {s['std']:.{digits}f}"
+    return text
+
+
+def markdown_grid(summary: Dict, spread: bool = False) -> str:
+    """Paper Table 1 layout: rows = heads + h-AVG, columns = layers + l-AVG."""
+    L = len(summary["grid"])
+    H = len(summary["grid"][0])
+    header = "| head | " + " | ".join(f"l={l + 1}" for l in range(L)) + " | l-AVG |"
+    lines = [header, "|---" * (L + 2) + "|"]
+    for h in range(H):
+        cells = [_fmt(summary["grid"][l][h], spread=spread) for l in range(L)]
+        lines.append(f"| h={h + 1} | " + " | ".join(cells) + f" | {_fmt(summary['layer_avg'][h], spread=spread)} |")
+    cells = [_fmt(summary["head_avg"][l], spread=spread) for l in range(L)]
+    lines.append("| h-AVG | " + " | ".join(cells) + f" | {_fmt(summary['full_avg'], spread=spread)} |")
+    return "\n".join(lines)
+
+
+def markdown_layers(summary: Dict, spread: bool = False) -> str:
+    """Paper Tables 2/3 layout: one row, columns = layers (head-averaged) + l-AVG (full average)."""
+    L = len(summary["head_avg"])
+    header = "| | " + " | ".join(f"l={l + 1}" for l in range(L)) + " | l-AVG |"
+    row = "| r | " + " | ".join(_fmt(s, spread=spread) for s in summary["head_avg"]) + \
+          f" | {_fmt(summary['full_avg'], spread=spread)} |"
+    return "\n".join([header, "|---" * (L + 2) + "|", row])
+
+
+def markdown_subsets(summary: Dict) -> str:
+    lines = ["| subset | (layer, head) pairs | mean | std | n |", "|---|---|---|---|---|"]
+    for name, s in summary["subsets"].items():
+        pairs = " ".join(f"{l}:{h}" for l, h in s["pairs"])
+        std = "n/a" if s["std"] is None else f"{s['std']:.3f}"
+        mean = "n/a" if s["mean"] is None else f"{s['mean']:.3f}"
+        lines.append(f"| {name} | {pairs} | {mean} | {std} | {s['n']} |")
+    return "\n".join(lines)
+
+
+def csv_rows(summary: Dict) -> List[Dict]:
+    """Long format: view, layer, head ('avg' for averaged axes, '' for subsets), mean, std, n."""
+    out = []
+
+    def add(view, layer, head, s, subset=""):
+        out.append({"view": view, "subset": subset, "layer": layer, "head": head, "mean": s["mean"],
+                    "std": s["std"], "n": s["n"], "n_undefined": s["n_undefined"]})
+
+    for l, row in enumerate(summary["grid"]):
+        for h, s in enumerate(row):
+            add("head", l + 1, h + 1, s)
+    for l, s in enumerate(summary["head_avg"]):
+        add("layer", l + 1, "avg", s)
+    for h, s in enumerate(summary["layer_avg"]):
+        add("head_over_layers", "avg", h + 1, s)
+    add("full", "avg", "avg", summary["full_avg"])
+    for name, s in summary["subsets"].items():
+        add("subset", "", "", s, subset=name)
+    return out
