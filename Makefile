@@ -1,0 +1,29 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   the end-to-end demo on our synthetic corpus -> results/demo/
+#   make test   the test suite
+# Both create .venv first (torch, fairseq-fixed, fairseq-xattn; scripts/install.sh says how).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench clean-demo
+
+$(VENV)/.installed: setup.py scripts/install.sh
+	bash scripts/install.sh $(VENV) test
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed
+	$(PY) scripts/demo.py --out results/demo
+
+bench: $(VENV)/.installed
+	$(PY) scripts/bench/bench_train_speed.py
+	$(PY) scripts/bench/bench_recording.py
+	$(PY) scripts/bench/bench_explain.py
+
+clean-demo:
+	rm -rf results/demo work/demo

@@ -1,0 +1,63 @@
+"""The plugin registers its components, with dataclass configs fairseq's argparse bridge accepts."""
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fairseq_xattn
+from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_DATACLASS_REGISTRY
+from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
+
+from tests.fixtures.tiny_s2t import REPO, USER_DIR, fairseq_cli
+
+XATTN = str(Path(sys.executable).parent / "xattn")
+
+
+def test_components_are_registered_with_dataclass_configs():
+    for name in ("speech_to_text_ctc", "speech_explain"):
+        assert name in TASK_REGISTRY and name in TASK_DATACLASS_REGISTRY, name
+    assert "ctc_multi_loss" in CRITERION_REGISTRY and "ctc_multi_loss" in CRITERION_DATACLASS_REGISTRY
+    assert "xattn_conformer" in MODEL_DATACLASS_REGISTRY
+    for arch in ("xattn_conformer_tiny", "xattn_conformer_base", "xattn_conformer_small",
+                 "xattn_conformer_large"):
+        assert arch in ARCH_MODEL_REGISTRY, arch
+
+
+def _our_dataclasses():
+    for registry in (TASK_DATACLASS_REGISTRY, CRITERION_DATACLASS_REGISTRY, MODEL_DATACLASS_REGISTRY):
+        for name, dc in registry.items():
+            if dc.__module__.startswith("fairseq_xattn"):
+                yield name, dc
+
+
+def test_dataclass_fields_have_real_types():
+    # `from __future__ import annotations` turns field types into strings, which fairseq's
+    # argparse bridge (interpret_dc_type) rejects with "field should be a type".
+    found = list(_our_dataclasses())
+    assert found, "no fairseq_xattn dataclass registered"
+    for name, dc in found:
+        for f in dataclasses.fields(dc):
+            assert not isinstance(f.type, str), f"{dc.__name__}.{f.name} ({name}) has a string type"
+
+
+def test_xattn_help_lists_subcommands():
+    out = subprocess.run([XATTN, "--help"], capture_output=True, text=True, check=True).stdout
+    for sub in ("corpus", "prep", "score", "correlate", "faithfulness", "plot", "store", "user-dir"):
+        assert sub in out
+
+
+def test_user_dir_points_at_the_importable_package():
+    out = subprocess.run([XATTN, "user-dir"], capture_output=True, text=True, check=True).stdout
+    assert Path(out.strip()) == Path(fairseq_xattn.__file__).parent
+
+
+def test_user_dir_pointing_nowhere_names_the_path(tmp_path):
+    missing = tmp_path / "no_such_plugin"
+    proc = subprocess.run(fairseq_cli("train") + [str(tmp_path), "--user-dir", str(missing)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert str(missing) in proc.stderr
