@@ -1,0 +1,93 @@
+"""fairseq's ``EnsembleModel`` that keeps every decoding step's per-head cross-attention.
+
+How beam search stays correct without copying fairseq's search loop: at each step
+:meth:`forward_decoder` stores the step's attention (``B' x L x H x S``, one row per live beam
+item) in a list, and returns to ``SequenceGenerator`` as "attention" only each row's index
+(``B' x 1``).  ``SequenceGenerator`` reorders, prunes and slices that tiny buffer together with the
+beams, so a finished hypothesis comes out with ``hypo["attention"] = 1 x I`` row indices: at
+output position i, its history was row ``attention[0, i]`` of step i.  Gathering those rows gives
+the attention of the hypothesis' own history, for any search strategy, at a cost of one
+``B' x 1`` float column per step instead of fairseq's ``B' x S x max_len`` buffer that is
+re-indexed at every step.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.sequence_generator import EnsembleModel
+from torch import Tensor
+
+from .capture import CrossAttentionCapture
+
+
+def encoder_output_lengths(encoder_out: Dict[str, List[Tensor]]) -> Tensor:
+    """Unpadded encoder frames per utterance (``B``) from a fairseq encoder-output dict."""
+    states = encoder_out["encoder_out"][0]  # T' x B x D
+    masks = encoder_out.get("encoder_padding_mask") or []
+    if len(masks) > 0 and masks[0] is not None and masks[0].numel() > 0:
+        return (~masks[0].bool()).sum(dim=1)  # padding mask: B x T', True at padding
+    return torch.full((states.size(1),), states.size(0), dtype=torch.long, device=states.device)
+
+
+class RecordingEnsembleModel(EnsembleModel):
+    """An ensemble whose decoder steps are recorded; attention of several models is averaged."""
+
+    def __init__(self, models):
+        super().__init__(models)
+        self.captures = [CrossAttentionCapture(m.decoder) for m in self.models]
+        shapes = {(c.num_layers, c.num_heads) for c in self.captures}
+        if len(shapes) > 1:
+            raise ValueError(
+                "cannot average cross-attention over an ensemble whose models differ in decoder "
+                f"layers x heads: {sorted(shapes)}"
+            )
+        self.num_layers, self.num_heads = shapes.pop()
+        self.steps: List[Tensor] = []  # step i -> B'_i x L x H x S
+        self.encoder_lengths: Optional[Tensor] = None  # B, set by forward_encoder
+        self._active: Optional[ExitStack] = None
+
+    # -- recording session (one batch) -------------------------------------------------------------
+    def start(self) -> None:
+        """Install the hooks and forget the previous batch."""
+        self.reset()
+        self._active = ExitStack()
+        for capture in self.captures:
+            self._active.enter_context(capture)
+
+    def stop(self) -> None:
+        """Remove the hooks (the recorded steps stay until :meth:`reset`)."""
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+
+    def reset(self) -> None:
+        self.steps = []
+        self.encoder_lengths = None
+
+    # -- EnsembleModel ---------------------------------------------------------------------------------
+    def forward_encoder(self, net_input: Dict[str, Tensor]):
+        encoder_outs = super().forward_encoder(net_input)
+        self.encoder_lengths = encoder_output_lengths(encoder_outs[0])
+        return encoder_outs
+
+    def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
+        if self._active is None:
+            raise RuntimeError("RecordingEnsembleModel.forward_decoder called outside start()/stop()")
+        lprobs, _ = super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
+        step = self.captures[0].pop()[:, :, :, -1]  # B' x L x H x S (last query position)
+        for capture in self.captures[1:]:
+            step = step + capture.pop()[:, :, :, -1]
+        if len(self.captures) > 1:
+            step = step / len(self.captures)
+        self.steps.append(step)
+        row_ids = torch.arange(step.size(0), device=lprobs.device, dtype=torch.float32).unsqueeze(1)
+        return lprobs, row_ids
+
+    def gather(self, row_ids: Tensor) -> Tensor:
+        """Attention of one hypothesis from its per-step row indices (``I``): ``L x H x I x S``."""
+        rows = row_ids.round().long().tolist()
+        if len(rows) > len(self.steps):
+            raise RuntimeError(f"hypothesis has {len(rows)} steps but only {len(self.steps)} were recorded")
+        return torch.stack([self.steps[i][r] for i, r in enumerate(rows)], dim=2)

@@ -1,0 +1,283 @@
+"""Task mixin that makes fairseq-generate record per-head, per-layer cross-attention.
+
+Usage in a task (the mixin goes first so that its ``build_generator``/``inference_step`` wrap the
+task's own)::
+
+    @dataclass
+    class SpeechToTextCtcConfig(RecordingConfig): ...
+
+    class SpeechToTextCtcTask(RecordingTaskMixin, SpeechToTextTask): ...
+
+Flags (task options): ``--record-cross-attn OUT_DIR``, ``--record-float16``,
+``--teacher-forced {reference,FILE.tsv}``.  Without ``--record-cross-attn`` the task behaves as its
+base class, except that ``--print-alignment`` works on speech input (alignments to encoder frames).
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+from .attention_store import AttentionStoreWriter, leading_lang_tags, record_meta
+from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
+from .teacher_forced import teacher_forced_pass
+
+logger = logging.getLogger(__name__)
+
+TEACHER_FORCED_REFERENCE = "reference"
+
+
+@dataclass
+class RecordingConfig(FairseqDataclass):
+    record_cross_attn: Optional[str] = field(
+        default=None,
+        metadata={"help": "record every final hypothesis' cross-attention (L x H x I x T') into this "
+                          "store directory (fairseq_xattn.stores, kind cross_attention; see docs/generation.md)"},
+    )
+    record_float16: bool = field(
+        default=False, metadata={"help": "store the recorded attention in float16 (half the size)"},
+    )
+    teacher_forced: Optional[str] = field(
+        default=None,
+        metadata={"help": "record the attention of given token sequences instead of beam-search "
+                          "hypotheses: 'reference' (the targets) or a TSV with columns id and tokens "
+                          "(space-separated dictionary symbols) or tgt_text (raw text, tokenized as the "
+                          "dataset does); needs --record-cross-attn"},
+    )
+
+
+def _option(cfg, name: str):
+    return getattr(cfg, name, getattr(RecordingConfig, name)) if cfg is not None else getattr(RecordingConfig, name)
+
+
+@contextlib.contextmanager
+def _without_print_alignment(args):
+    """Let the base task build a plain SequenceGenerator (its alignment variant fails on speech)."""
+    value = getattr(args, "print_alignment", None)
+    if value is None:
+        yield
+        return
+    setattr(args, "print_alignment", None)
+    try:
+        yield
+    finally:
+        setattr(args, "print_alignment", value)
+
+
+class RecordingTaskMixin:
+    """Adds cross-attention recording to a fairseq speech-to-text task (see module docstring)."""
+
+    # -- options ------------------------------------------------------------------------------------
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        if "--record-cross-attn" not in parser._option_string_actions:  # legacy argparse task
+            gen_parser_from_dataclass(parser, RecordingConfig())
+
+    def recording_option(self, name: str):
+        cfg = getattr(self, "cfg", None)
+        if cfg is None:
+            cfg = getattr(self, "args", None)
+        return _option(cfg, name)
+
+    @property
+    def records_cross_attention(self) -> bool:
+        return bool(self.recording_option("record_cross_attn"))
+
+    # -- datasets: remember the split being generated (for ids when batches lack utt_id) -------------
+    def load_dataset(self, split, *args, **kwargs):
+        self._recording_split = split
+        return super().load_dataset(split, *args, **kwargs)
+
+    # -- generator ----------------------------------------------------------------------------------
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        print_alignment = getattr(args, "print_alignment", None)
+        print_alignment = None if print_alignment is None else str(print_alignment)
+        if self.recording_option("teacher_forced") and not self.records_cross_attention:
+            raise ValueError("--teacher-forced needs --record-cross-attn OUT_DIR (where to store the attention)")
+        if not self.records_cross_attention and not print_alignment:
+            return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
+                                           extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs)
+        if getattr(args, "score_reference", False):
+            raise ValueError("--record-cross-attn / --print-alignment cannot be used with --score-reference; "
+                             "use --teacher-forced reference to record the attention of the references")
+        with _without_print_alignment(args):
+            stock = super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
+                                            extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs)
+        return CrossAttentionRecordingGenerator(stock, nbest=getattr(args, "nbest", 1),
+                                                print_alignment=print_alignment)
+
+    # -- inference ----------------------------------------------------------------------------------
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        if not self.records_cross_attention:
+            return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                          constraints=constraints)
+        if not isinstance(generator, CrossAttentionRecordingGenerator):
+            raise TypeError(
+                f"--record-cross-attn needs the generator built by {type(self).__name__}.build_generator, "
+                f"got {type(generator).__name__}"
+            )
+        if self.recording_option("teacher_forced"):
+            hypos = self._teacher_forced_hypos(generator, models, sample)
+            source = "teacher_forced:" + str(self.recording_option("teacher_forced"))
+        else:
+            hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                           constraints=constraints)
+            source = "beam_search"
+        self._write_records(generator, sample, hypos, prefix_tokens, source)
+        return hypos
+
+    # -- teacher forcing ----------------------------------------------------------------------------
+    def _teacher_forced_hypos(self, generator, models, sample) -> List[List[Dict]]:
+        if len(models) != 1:
+            raise ValueError(f"--teacher-forced records one model, got an ensemble of {len(models)}")
+        sequences = self._forced_sequences(sample)
+        tgt_dict = self.target_dictionary
+        out = teacher_forced_pass(models[0], sample["net_input"], sequences, tgt_dict.pad(), generator.eos)
+        hypos = []
+        for seq, xattn, pos in zip(sequences, out.cross_attention, out.positional_scores):
+            score = pos.sum()
+            if getattr(generator, "normalize_scores", True):
+                score = score / (len(seq) ** getattr(generator, "len_penalty", 1.0))
+            hypo = {"tokens": seq, "score": score, "positional_scores": pos,
+                    "cross_attention": xattn, "attention": xattn.mean(dim=(0, 1)).t(), "alignment": torch.empty(0)}
+            attach_alignment(hypo, generator.print_alignment, tgt_dict.pad(), generator.eos)
+            hypos.append([hypo])
+        return hypos
+
+    def _forced_sequences(self, sample) -> List[torch.Tensor]:
+        source = self.recording_option("teacher_forced")
+        tgt_dict = self.target_dictionary
+        if source == TEACHER_FORCED_REFERENCE:
+            if sample.get("target") is None:
+                raise ValueError("--teacher-forced reference: the batch has no targets (a split without tgt_text?)")
+            return [t[t.ne(tgt_dict.pad())] for t in sample["target"]]
+        table = self._forced_table()
+        device = sample["net_input"]["src_tokens"].device
+        sequences = []
+        for utt_id in self._utterance_ids(sample):
+            if utt_id not in table:
+                raise KeyError(f"--teacher-forced {source}: no token sequence for utterance {utt_id!r}")
+            sequences.append(table[utt_id].to(device))
+        return sequences
+
+    def _forced_table(self) -> Dict[str, torch.Tensor]:
+        if getattr(self, "_forced_table_cache", None) is not None:
+            return self._forced_table_cache
+        path = Path(self.recording_option("teacher_forced"))
+        if not path.is_file():
+            raise FileNotFoundError(f"--teacher-forced {path}: no such file (give 'reference' or a TSV)")
+        tgt_dict = self.target_dictionary
+        table = {}
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            columns = reader.fieldnames or []
+            if "id" not in columns or not ({"tokens", "tgt_text"} & set(columns)):
+                raise ValueError(f"--teacher-forced {path}: needs columns 'id' and 'tokens' or 'tgt_text', has {columns}")
+            tokenizer, bpe = self._text_codecs()
+            for line_no, row in enumerate(reader, start=2):
+                if "tokens" in columns and row.get("tokens"):
+                    symbols = row["tokens"].split()
+                    unknown = [s for s in symbols if tgt_dict.index(s) == tgt_dict.unk() and s != tgt_dict.unk_word]
+                    if unknown:
+                        raise ValueError(f"--teacher-forced {path} line {line_no} (id {row['id']}): "
+                                         f"symbols not in the target dictionary: {unknown[:5]}")
+                    ids = [tgt_dict.index(s) for s in symbols] + [tgt_dict.eos()]
+                else:
+                    text = row["tgt_text"]
+                    if tokenizer is not None:
+                        text = tokenizer.encode(text)
+                    if bpe is not None:
+                        text = bpe.encode(text)
+                    ids = tgt_dict.encode_line(text, add_if_not_exist=False, append_eos=True).tolist()
+                table[row["id"]] = torch.tensor(ids, dtype=torch.long)
+        self._forced_table_cache = table
+        return table
+
+    # -- records ------------------------------------------------------------------------------------
+    def _utterance_ids(self, sample) -> List[str]:
+        if sample.get("utt_id") is not None:
+            return [str(u) for u in sample["utt_id"]]
+        dataset = self.datasets.get(getattr(self, "_recording_split", None)) if hasattr(self, "datasets") else None
+        ids = getattr(dataset, "ids", None)
+        if ids is None:
+            return [str(i) for i in sample["id"].tolist()]
+        return [str(ids[i]) for i in sample["id"].tolist()]
+
+    def _text_codecs(self):
+        if not hasattr(self, "_text_codecs_cache"):
+            cfg = getattr(self, "args", None) or getattr(self, "cfg", None)
+            self._text_codecs_cache = (self.build_tokenizer(cfg), self.build_bpe(cfg))
+        return self._text_codecs_cache
+
+    def _decode(self, tokens: torch.Tensor, strip) -> str:
+        text = self.target_dictionary.string(tokens, escape_unk=True, extra_symbols_to_ignore=strip)
+        tokenizer, bpe = self._text_codecs()
+        if bpe is not None:
+            text = bpe.decode(text)
+        if tokenizer is not None:
+            text = tokenizer.decode(text)
+        return text
+
+    def _attention_writer(self, generator) -> AttentionStoreWriter:
+        writer = getattr(self, "_attention_store", None)
+        if writer is None:
+            teacher_forced = self.recording_option("teacher_forced")
+            store_meta = {
+                "layers": generator.num_layers, "heads": generator.num_heads,
+                "mode": "teacher_forced" if teacher_forced else "beam_search",
+                "teacher_forced": teacher_forced,
+                "beam": None if teacher_forced else int(generator.beam_size),
+                "nbest": 1 if teacher_forced else generator.nbest,
+                "schema": "fairseq-xattn docs/generation.md",
+            }
+            path = self.recording_option("record_cross_attn")
+            writer = AttentionStoreWriter(path, store_meta, float16=bool(self.recording_option("record_float16")))
+            if writer.existing:
+                logger.warning(f"{path} already holds {len(writer.existing)} records: resuming, they are kept "
+                               "(remove the directory for a fresh run)")
+            atexit.register(writer.close)
+            self._attention_store = writer
+        return writer
+
+    def close_recording(self) -> None:
+        """Flush and close the attention store (also done at interpreter exit)."""
+        writer = getattr(self, "_attention_store", None)
+        if writer is not None:
+            writer.close()
+            self._attention_store = None
+
+    def _write_records(self, generator, sample, hypos, prefix_tokens, source: str) -> None:
+        writer = self._attention_writer(generator)
+        tgt_dict = self.target_dictionary
+        strip = getattr(generator, "symbols_to_strip_from_output", None) or {tgt_dict.eos()}
+        utt_ids = self._utterance_ids(sample)
+        src_lengths = sample["net_input"]["src_lengths"].tolist()
+        targets = sample.get("target")
+        for i, utt_id in enumerate(utt_ids):
+            reference = None
+            if targets is not None:
+                reference = self._decode(targets[i][targets[i].ne(tgt_dict.pad())].cpu(), strip)
+            for rank, hypo in enumerate(hypos[i]):
+                if "cross_attention" not in hypo:
+                    continue  # beyond --nbest
+                tokens = hypo["tokens"].cpu()
+                token_strings = [tgt_dict[t] for t in tokens.tolist()]
+                xattn = hypo["cross_attention"]
+                prefix_len = prefix_tokens.size(1) if prefix_tokens is not None and source == "beam_search" \
+                    else leading_lang_tags(token_strings)
+                meta = record_meta(
+                    tokens.tolist(), token_strings, self._decode(tokens, strip), reference,
+                    n_frames=src_lengths[i], n_encoder_frames=xattn.size(-1), num_layers=xattn.size(0),
+                    num_heads=xattn.size(1), prefix_len=prefix_len, score=float(hypo["score"]),
+                    positional_scores=hypo["positional_scores"].tolist(), source=source,
+                )
+                writer.write(utt_id, rank, xattn.cpu().numpy(), meta)
