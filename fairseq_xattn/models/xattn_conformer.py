@@ -51,7 +51,11 @@ class XattnConformerConfig(FairseqDataclass):
     ctc_src_layer: int = field(
         default=8, metadata={"help": "encoder layer (1-based) feeding the source-transcript CTC head; 0 = no head"}
     )
-    ctc_tgt: bool = field(default=True, metadata={"help": "build the target-text CTC head on the final encoder output"})
+    # Negative flag on purpose: fairseq turns a bool field defaulting to True into a store_false
+    # option, so a "--ctc-tgt" flag would switch the head off.
+    no_ctc_tgt: bool = field(
+        default=False, metadata={"help": "do not build the target-text CTC head on the final encoder output"}
+    )
     max_source_positions: int = field(default=6000, metadata={"help": "maximum input frames"})
     max_target_positions: int = field(default=1024, metadata={"help": "maximum target tokens"})
 
@@ -95,7 +99,7 @@ class XattnConformerModel(FairseqEncoderDecoderModel):
         decoder = XattnTransformerDecoder(cfg, tgt_dict, embed_tokens)
         d = cfg.encoder_embed_dim
         ctc_src = CtcHead(d, len(src_dict), src_dict.bos()) if cfg.ctc_src_layer > 0 else None
-        ctc_tgt = CtcHead(d, len(tgt_dict), tgt_dict.bos()) if cfg.ctc_tgt else None
+        ctc_tgt = None if cfg.no_ctc_tgt else CtcHead(d, len(tgt_dict), tgt_dict.bos())
         return cls(cfg, encoder, decoder, ctc_src, ctc_tgt)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, run_decoder: bool = True):
@@ -121,11 +125,17 @@ class XattnConformerModel(FairseqEncoderDecoderModel):
             encoder_out = encoder_out[1]["encoder_out"]
         if which == "src":
             if self.ctc_src_head is None or not encoder_out.get("ctc_src_out"):
-                raise ValueError("the model has no source CTC head: build it with --ctc-src-layer > 0")
+                raise ValueError(
+                    "the model has no source CTC head (--ctc-src-layer 0): build it with --ctc-src-layer N > 0 "
+                    "or set --ctc-src-weight 0"
+                )
             lprobs = self.ctc_src_head(encoder_out["ctc_src_out"][0])
         elif which == "tgt":
             if self.ctc_tgt_head is None:
-                raise ValueError("the model has no target CTC head: build it with --ctc-tgt")
+                raise ValueError(
+                    "the model has no target CTC head (--no-ctc-tgt): build it without that flag "
+                    "or set --ctc-tgt-weight 0"
+                )
             lprobs = self.ctc_tgt_head(encoder_out["encoder_out"][0])
         else:
             raise ValueError(f"which must be 'src' or 'tgt', got {which!r}")
