@@ -1,0 +1,196 @@
+"""Forced (teacher-forced) decoding of a fixed hypothesis, for many perturbed copies at once.
+
+The explainer talks to a model only through the *adapter protocol* below, so any encoder-decoder
+model (or a hand-built oracle in tests) can be explained:
+
+``encode(features 1 x T x F, lengths 1) -> encoded``
+    run the encoder once;
+``n_encoder_frames(encoded) -> T'``
+``decode_logprobs(encoded, prev_output_tokens 1 x I) -> 1 x I x V``
+    reference log-probabilities;
+``logprobs_for_inputs(features N x T x F, lengths N, prev_output_tokens 1 x I) -> N x I x V``
+    full passes (encoder + decoder) of N perturbed inputs;
+``prepare_frame_zeroing(encoded) -> state`` and
+``logprobs_with_frames_zeroed(state, zeroed N x T' bool, prev_output_tokens 1 x I) -> N x I x V``
+    decoder-only passes with the encoder states of the ``zeroed`` frames set to 0.
+
+:class:`FairseqForcedDecoder` implements it for fairseq encoder-decoder models whose encoder returns
+fairseq's dict (``encoder_out``: ``[T' x B x D]``, ``encoder_padding_mask``: ``[B x T']``) and whose
+decoder layers cross-attend through ``layer.encoder_attn`` (a fairseq ``MultiheadAttention``).
+
+Fast path for the encoder target (``kv_reuse``): zeroing the encoder state h_t makes the cross-
+attention key/value projections of frame t equal to the projection biases.  So each layer's K and V
+of the intact encoder output are computed once per utterance, and for a mask the rows of the zeroed
+frames are replaced by the bias rows: no per-mask key/value projection at all.  The precomputed K/V
+reach the stock ``MultiheadAttention`` as the cached static keys it already supports
+(``incremental_state['prev_key']`` with ``static_kv=True``), injected by a forward pre-hook, so the
+decoder itself runs unmodified.  The adapter checks once per model that the fast path equals the
+plain one and falls back to the plain path (with a warning) if it does not.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameZeroingState:
+    """Per-utterance cache for decoder-only passes with zeroed encoder frames."""
+
+    encoded: Dict[str, Any]
+    # Per decoder layer: (K, V, bias_k, bias_v), K/V ``H x T' x d``, biases ``H x 1 x d``; None = plain path.
+    kv: Optional[List[tuple]] = None
+
+
+class FairseqForcedDecoder:
+    """Adapter around a fairseq encoder-decoder model (see the module docstring for the protocol)."""
+
+    def __init__(self, model: torch.nn.Module, kv_reuse: bool = True):
+        self.model = model
+        self.kv_reuse = kv_reuse and self._kv_reuse_supported()
+        self._kv_reuse_checked = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- encoder --------------------------------------------------------------------------------
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> Dict[str, Any]:
+        """``B x T x F`` features -> fairseq encoder output dict."""
+        return self.model.encoder(features, lengths)
+
+    @staticmethod
+    def encoder_states(encoded: Dict[str, Any]) -> torch.Tensor:
+        """``T' x B x D`` encoder output."""
+        return encoded["encoder_out"][0]
+
+    def n_encoder_frames(self, encoded: Dict[str, Any]) -> int:
+        return int(self.encoder_states(encoded).shape[0])
+
+    @staticmethod
+    def _padding_mask(encoded: Dict[str, Any]) -> Optional[torch.Tensor]:
+        pm = encoded.get("encoder_padding_mask") or []
+        return pm[0] if len(pm) else None
+
+    def _with_states(self, encoded: Dict[str, Any], states: torch.Tensor) -> Dict[str, Any]:
+        """A copy of a batch-1 ``encoded`` dict for ``N`` copies with ``states`` ``T' x N x D``."""
+        n = states.shape[1]
+        out = dict(encoded)
+        out["encoder_out"] = [states]
+        pm = self._padding_mask(encoded)
+        out["encoder_padding_mask"] = [pm.expand(n, -1)] if pm is not None else []
+        for key in ("encoder_embedding", "encoder_states", "src_tokens", "src_lengths"):
+            out[key] = []
+        return out
+
+    # -- decoder --------------------------------------------------------------------------------
+    def _logprobs(self, prev_output_tokens: torch.Tensor, encoded: Dict[str, Any]) -> torch.Tensor:
+        net_output = self.model.decoder(prev_output_tokens, encoder_out=encoded)
+        return self.model.get_normalized_probs(net_output, log_probs=True).float()
+
+    def decode_logprobs(self, encoded: Dict[str, Any], prev_output_tokens: torch.Tensor) -> torch.Tensor:
+        """``1 x I`` prev tokens -> ``1 x I x V`` log-probabilities of the unperturbed utterance."""
+        return self._logprobs(prev_output_tokens, encoded)
+
+    def logprobs_for_inputs(self, features: torch.Tensor, lengths: torch.Tensor,
+                            prev_output_tokens: torch.Tensor) -> torch.Tensor:
+        """Full passes of ``N x T x F`` perturbed inputs -> ``N x I x V``."""
+        encoded = self.encode(features, lengths)
+        prev = prev_output_tokens.expand(features.shape[0], -1)
+        return self._logprobs(prev, encoded)
+
+    # -- encoder-frame zeroing ------------------------------------------------------------------
+    def _cross_attentions(self) -> List[torch.nn.Module]:
+        return [getattr(layer, "encoder_attn", None) for layer in getattr(self.model.decoder, "layers", [])]
+
+    def _kv_reuse_supported(self) -> bool:
+        from fairseq.modules import MultiheadAttention
+
+        attns = self._cross_attentions()
+        return bool(attns) and all(
+            isinstance(a, MultiheadAttention) and a.bias_k is None and not a.add_zero_attn
+            and getattr(a, "encoder_decoder_attention", False) for a in attns)
+
+    def prepare_frame_zeroing(self, encoded: Dict[str, Any]) -> FrameZeroingState:
+        state = FrameZeroingState(encoded)
+        if not self.kv_reuse:
+            return state
+        h = self.encoder_states(encoded)  # T' x 1 x D
+        zero = torch.zeros_like(h[:1])
+        state.kv = []
+        for attn in self._cross_attentions():
+            heads, d = attn.num_heads, attn.head_dim
+
+            def per_head(x):  # T' x 1 x (H*d) -> H x T' x d
+                return x.reshape(x.shape[0], heads, d).transpose(0, 1).contiguous()
+
+            state.kv.append((per_head(attn.k_proj(h)), per_head(attn.v_proj(h)),
+                             per_head(attn.k_proj(zero)), per_head(attn.v_proj(zero))))
+        if not self._kv_reuse_checked:
+            self._check_kv_reuse(state)
+        return state
+
+    def logprobs_with_frames_zeroed(self, state: FrameZeroingState, zeroed: torch.Tensor,
+                                    prev_output_tokens: torch.Tensor) -> torch.Tensor:
+        """``zeroed`` N x T' bool -> ``N x I x V`` with those encoder states set to 0."""
+        n = zeroed.shape[0]
+        prev = prev_output_tokens.expand(n, -1)
+        if state.kv is None:
+            return self._plain_zeroed(state, zeroed, prev)
+        return self._kv_reuse_zeroed(state, zeroed, prev)
+
+    def _plain_zeroed(self, state: FrameZeroingState, zeroed: torch.Tensor, prev: torch.Tensor):
+        h = self.encoder_states(state.encoded)  # T' x 1 x D
+        keep = (~zeroed).T.unsqueeze(-1).to(h.dtype)  # T' x N x 1
+        return self._logprobs(prev, self._with_states(state.encoded, h * keep))
+
+    def _kv_reuse_zeroed(self, state: FrameZeroingState, zeroed: torch.Tensor, prev: torch.Tensor):
+        n = zeroed.shape[0]
+        h = self.encoder_states(state.encoded)
+        z = zeroed[:, None, :, None]  # N x 1 x T' x 1
+        incremental: Dict[str, Dict[str, Optional[torch.Tensor]]] = {}
+        pm = self._padding_mask(state.encoded)
+        for attn, (k, v, bk, bv) in zip(self._cross_attentions(), state.kv):
+            attn._set_input_buffer(incremental, {
+                "prev_key": torch.where(z, bk.unsqueeze(0), k.unsqueeze(0)),  # N x H x T' x d
+                "prev_value": torch.where(z, bv.unsqueeze(0), v.unsqueeze(0)),
+                "prev_key_padding_mask": pm.expand(n, -1) if pm is not None else None,
+            })
+
+        def inject(module, args, kwargs):
+            # Cross-attention reads the cached per-mask K/V instead of projecting encoder_out.
+            kwargs["incremental_state"] = incremental
+            return args, kwargs
+
+        hooks = [a.register_forward_pre_hook(inject, with_kwargs=True) for a in self._cross_attentions()]
+        try:
+            # encoder_out is only a placeholder here (expand: no copy); K/V come from the cache.
+            return self._logprobs(prev, self._with_states(state.encoded, h.expand(-1, n, -1)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _check_kv_reuse(self, state: FrameZeroingState) -> None:
+        """Compare fast and plain paths once on two masks; fall back to plain on a mismatch."""
+        self._kv_reuse_checked = True
+        t = self.n_encoder_frames(state.encoded)
+        zeroed = torch.zeros(2, t, dtype=torch.bool, device=self.device)
+        zeroed[0, ::2] = True
+        prev = torch.full((2, 2), self._eos(), dtype=torch.long, device=self.device)
+        fast = self._kv_reuse_zeroed(state, zeroed, prev)
+        plain = self._plain_zeroed(state, zeroed, prev)
+        if not torch.allclose(fast, plain, atol=1e-4, rtol=1e-4):
+            logger.warning("key/value reuse does not reproduce the plain decoder for %s (max diff %.2e); "
+                           "using plain decoder passes", type(self.model.decoder).__name__,
+                           (fast - plain).abs().max().item())
+            self.kv_reuse = False
+            state.kv = None
+
+    def _eos(self) -> int:
+        dictionary = getattr(self.model.decoder, "dictionary", None)
+        return dictionary.eos() if dictionary is not None else 2

@@ -1,0 +1,101 @@
+"""Deterministic occlusion masks: mask ``n`` of an utterance depends only on (seed, utterance id, n).
+
+Masks are drawn in fixed blocks of ``BLOCK`` masks per granularity level, each block from its own
+``torch.Generator`` seeded by a hash of (seed, utterance id, level, block).  Whatever range of masks a
+forward batch asks for, a mask is always the same row of the same block: the maps do not depend on
+the mask batch size, on how fairseq batched the utterances, on their order or on sharding.  Bits are
+generated on the model's device (CPU and CUDA generators give different, equally valid, streams).
+
+Order of the masks: global index ``n`` belongs to level ``n % L`` (its ``n // L``-th mask), so every
+prefix of the sequence is split evenly across the levels (what early stopping and convergence curves
+need), and the total ``N`` is split as evenly as possible: the first ``N % L`` levels get one more.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import torch
+
+#: Masks per generator block.  Part of the definition of the masks: changing it changes the maps.
+BLOCK = 64
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from any printable parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class MaskBatch:
+    """The masks of one forward batch, grouped by level.
+
+    ``rows[l]``: LongTensor k_l, positions of the level-l masks within the batch;
+    ``occluded[l]``: BoolTensor ``k_l x S_l``, True where a unit (segment / encoder frame) is occluded.
+    """
+
+    size: int
+    rows: Dict[int, torch.Tensor]
+    occluded: Dict[int, torch.Tensor]
+
+
+class MaskSampler:
+    """Bernoulli(p) occlusion of ``units_per_level[l]`` units, reproducible per utterance."""
+
+    def __init__(self, units_per_level: Sequence[int], p: float, seed: int, utt_id: str,
+                 device: torch.device = torch.device("cpu")):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"occlusion probability must be in [0, 1], got {p}")
+        if not units_per_level or min(units_per_level) < 1:
+            raise ValueError(f"every level needs at least one unit, got {list(units_per_level)}")
+        self.units = [int(u) for u in units_per_level]
+        self.p = float(p)
+        self.seed = int(seed)
+        self.utt_id = str(utt_id)
+        self.device = torch.device(device)
+        self._cache: Dict[tuple, torch.Tensor] = {}
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.units)
+
+    def _block(self, level: int, block: int) -> torch.Tensor:
+        """``BLOCK x S_level`` bool: block ``block`` of level ``level``."""
+        key = (level, block)
+        if key not in self._cache:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(stable_seed(self.seed, self.utt_id, level, block))
+            draw = torch.rand(BLOCK, self.units[level], generator=gen, device=self.device)
+            if len(self._cache) > 4:  # a batch spans few blocks: keep memory bounded
+                self._cache.clear()
+            self._cache[key] = draw < self.p
+        return self._cache[key]
+
+    def level_masks(self, level: int, start: int, count: int) -> torch.Tensor:
+        """Masks ``start .. start+count-1`` of one level: ``count x S_level`` bool."""
+        out: List[torch.Tensor] = []
+        j, end = start, start + count
+        while j < end:
+            block, offset = divmod(j, BLOCK)
+            take = min(BLOCK - offset, end - j)
+            out.append(self._block(level, block)[offset:offset + take])
+            j += take
+        if not out:
+            return torch.zeros(0, self.units[level], dtype=torch.bool, device=self.device)
+        return torch.cat(out)
+
+    def batch(self, start: int, count: int) -> MaskBatch:
+        """Global masks ``start .. start+count-1`` (level ``n % L``, level index ``n // L``)."""
+        L = self.n_levels
+        n = torch.arange(start, start + count)
+        rows, occluded = {}, {}
+        for level in range(L):
+            sel = (n % L == level).nonzero().flatten()
+            if len(sel) == 0:
+                continue
+            first = int(n[sel[0]]) // L
+            rows[level] = sel.to(self.device)
+            occluded[level] = self.level_masks(level, first, len(sel))
+        return MaskBatch(count, rows, occluded)
