@@ -1,0 +1,309 @@
+"""The speech-to-text dataset of the ``speech_to_text_ctc`` task.
+
+A subclass of fairseq's :class:`SpeechToTextDataset` that adds
+
+* ``ctc_src``: the source transcript in the source (CTC) dictionary, without BOS/EOS/language tag;
+* ``utt_id``: manifest ids in batch order;
+* multitask ASR+ST targets: on training splits each sample's target is the transcript
+  (``src_text`` in ``src_lang``) with probability ``multitask_asr_prob`` and the translation
+  otherwise, drawn from (seed, epoch, index) so runs are reproducible; on other splits the target
+  is the translation, or the transcript when ``infer_tgt_lang`` names the source language;
+* features computed on the fly (kaldi-native-fbank) for manifests that point at wav/flac files,
+  where fairseq would need torchaudio;
+* validation with clear errors: n_frames against the stored features, missing/unreadable
+  features, unknown language tags.
+
+The batch (``collater``) is the ``sample`` dict of docs/ARCHITECTURE.md.
+"""
+from __future__ import annotations
+
+import logging
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from fairseq.data import Dictionary, data_utils as fairseq_data_utils
+from fairseq.data.audio.data_cfg import S2TDataConfig
+from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset, SpeechToTextDatasetItem
+
+from .feature_zip import iter_npy_shapes, parse_zip_reference
+from .features import SAMPLE_RATE, AudioError, audio_file_fbank, num_frames
+from .manifest import AUDIO_EXTENSIONS, Manifest, ManifestError, read_s2t_manifest
+from .vocabulary import lang_tag
+
+logger = logging.getLogger(__name__)
+
+TARGET_TRANSCRIPT, TARGET_TRANSLATION = "transcript", "translation"
+
+
+@dataclass
+class SpeechToTextCtcItem(SpeechToTextDatasetItem):
+    ctc_src: Optional[torch.Tensor] = None  # S (source dictionary ids)
+    task: str = TARGET_TRANSLATION
+
+
+def audio_root(cfg: S2TDataConfig, data_root: Path) -> Path:
+    """config.yaml's ``audio_root`` when it exists, else the data folder (data stays relocatable)."""
+    root = cfg.audio_root
+    if root and Path(root).is_dir():
+        return Path(root)
+    return Path(data_root)
+
+
+def check_audio(m: Manifest, root: Path, feature_dim: int) -> List[str]:
+    """Resolve every ``audio`` field against ``root`` and check it against ``n_frames``.
+
+    Zip references and .npy files are checked by reading the npy header only; audio files by their
+    length (features are computed on the fly).  Returns the resolved paths.
+    """
+    paths, zip_rows = [], []
+    for i, r in enumerate(m.rows):
+        ref = r["audio"]
+        suffix = Path(ref).suffix.lower()
+        if suffix in (".npy",) + AUDIO_EXTENSIONS:
+            p = Path(ref) if Path(ref).is_absolute() else root / ref
+            if not p.is_file():
+                raise ManifestError(f"{m.where(i)}: audio/features file not found: {p}")
+            if suffix == ".npy":
+                try:
+                    shape = np.load(p, mmap_mode="r").shape
+                except Exception as e:
+                    raise ManifestError(f"{m.where(i)}: unreadable features {p}: {e}") from None
+                _check_shape(m, i, shape, feature_dim, str(p))
+            else:
+                _check_audio_length(m, i, p)
+            paths.append(p.as_posix())
+            continue
+        try:
+            zpath, off, length = parse_zip_reference(ref)
+        except ValueError:
+            raise ManifestError(f"{m.where(i)}: audio {ref!r} is neither '<zip>:<offset>:<length>' nor a "
+                                f".npy/{'/'.join(AUDIO_EXTENSIONS)} file") from None
+        zp = Path(zpath) if Path(zpath).is_absolute() else root / zpath
+        if not zp.is_file():
+            raise ManifestError(f"{m.where(i)}: features zip not found: {zp}")
+        if off + length > zp.stat().st_size:
+            raise ManifestError(f"{m.where(i)}: byte range {off}+{length} lies beyond the end of {zp} "
+                                f"({zp.stat().st_size} bytes)")
+        paths.append(f"{zp.as_posix()}:{off}:{length}")
+        zip_rows.append((i, zp.as_posix(), off, length))
+    shapes = iter_npy_shapes((z, o, n) for _, z, o, n in zip_rows)
+    for (i, z, off, _), shape in zip(zip_rows, _guarded(shapes, m, zip_rows)):
+        _check_shape(m, i, shape, feature_dim, f"{z} at byte {off}")
+    return paths
+
+
+def _guarded(shapes, m, zip_rows):
+    k = 0
+    while True:
+        try:
+            shape = next(shapes)
+        except StopIteration:
+            return
+        except Exception as e:
+            i, z, off, _ = zip_rows[k]
+            raise ManifestError(f"{m.where(i)}: no readable .npy features in {z} at byte {off}: {e}") from None
+        k += 1
+        yield shape
+
+
+def _check_shape(m: Manifest, i: int, shape, feature_dim: int, what: str) -> None:
+    n = int(m.rows[i]["n_frames"])
+    if len(shape) != 2:
+        raise ManifestError(f"{m.where(i)}: features in {what} have shape {tuple(shape)}, expected n_frames x {feature_dim}")
+    if shape[0] != n:
+        raise ManifestError(f"{m.where(i)}: n_frames is {n} but the features in {what} have {shape[0]} frames")
+    if shape[1] != feature_dim:
+        raise ManifestError(f"{m.where(i)}: features in {what} have {shape[1]} dimensions, "
+                            f"config.yaml says input_feat_per_channel {feature_dim}")
+
+
+def _check_audio_length(m: Manifest, i: int, path: Path) -> None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise ManifestError(f"{m.where(i)}: unreadable audio file {path}: {e}") from None
+    n_samples = info.frames if info.samplerate == SAMPLE_RATE else round(info.frames * SAMPLE_RATE / info.samplerate)
+    expected, n = num_frames(n_samples), int(m.rows[i]["n_frames"])
+    tolerance = 0 if info.samplerate == SAMPLE_RATE else 1  # resampled length may differ by a sample
+    if abs(expected - n) > tolerance:
+        raise ManifestError(f"{m.where(i)}: n_frames is {n} but {path} gives {expected} frames")
+
+
+class SpeechToTextCtcDataset(SpeechToTextDataset):
+    def __init__(self, split: str, is_train_split: bool, cfg: S2TDataConfig, audio_paths: List[str],
+                 n_frames: List[int], tgt_texts: List[str], tgt_dict: Dictionary,
+                 src_texts: Optional[List[str]] = None, src_dict: Optional[Dictionary] = None,
+                 speakers: Optional[List[str]] = None, src_langs: Optional[List[str]] = None,
+                 tgt_langs: Optional[List[str]] = None, ids: Optional[List[str]] = None,
+                 pre_tokenizer=None, bpe_tokenizer=None, src_bpe_tokenizer=None,
+                 multitask_asr_prob: float = 0.0, infer_tgt_lang: Optional[str] = None, seed: int = 1,
+                 where: Optional[List[str]] = None):
+        if not 0.0 <= multitask_asr_prob <= 1.0:
+            raise ValueError(f"multitask_asr_prob must be in [0, 1], got {multitask_asr_prob}")
+        self.src_dict = src_dict
+        self.src_bpe_tokenizer = src_bpe_tokenizer
+        self.multitask_asr_prob = multitask_asr_prob if src_texts is not None else 0.0
+        self.infer_tgt_lang = infer_tgt_lang
+        self.seed = seed
+        self.epoch = 1
+        self._where = where or [f"{split}, row {i + 1}" for i in range(len(audio_paths))]
+        self._check_lang_tags(cfg, tgt_dict, src_texts, src_langs, tgt_langs, is_train_split)
+        if not is_train_split and infer_tgt_lang is not None:
+            self._check_infer_lang(src_texts, src_langs, tgt_langs)
+        super().__init__(split, is_train_split, cfg, audio_paths, n_frames, src_texts=src_texts,
+                         tgt_texts=tgt_texts, speakers=speakers, src_langs=src_langs, tgt_langs=tgt_langs,
+                         ids=ids, tgt_dict=tgt_dict, pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer)
+
+    # --- validation -------------------------------------------------------------------------
+    def _check_lang_tags(self, cfg, tgt_dict, src_texts, src_langs, tgt_langs, is_train_split) -> None:
+        if not cfg.prepend_tgt_lang_tag:
+            return
+        need_src = src_texts is not None and (
+            (is_train_split and self.multitask_asr_prob > 0) or (not is_train_split and self.infer_tgt_lang is not None))
+        for i in range(len(tgt_langs or [])):
+            langs = [("tgt_lang", tgt_langs[i])] + ([("src_lang", src_langs[i] if src_langs else "")] if need_src else [])
+            for col, lang in langs:
+                if not lang:
+                    raise ManifestError(f"{self._where[i]}: empty {col}, but config.yaml prepends language tags")
+                if tgt_dict.index(lang_tag(lang)) == tgt_dict.unk():
+                    raise ManifestError(f"{self._where[i]}: unknown language tag {lang_tag(lang)} ({col} {lang!r}) "
+                                        f"is not in the target dictionary")
+        if tgt_langs is None:
+            raise ManifestError(f"{self._where[0].split(',')[0]}: config.yaml prepends language tags but the "
+                                f"manifest has no tgt_lang column")
+
+    def _check_infer_lang(self, src_texts, src_langs, tgt_langs) -> None:
+        for i in range(len(tgt_langs or [])):
+            ok = tgt_langs[i] == self.infer_tgt_lang or (
+                src_texts is not None and src_langs is not None and src_langs[i] == self.infer_tgt_lang)
+            if not ok:
+                raise ManifestError(f"{self._where[i]}: --infer-tgt-lang {self.infer_tgt_lang!r} is neither the "
+                                    f"source nor the target language of this utterance")
+
+    # --- targets ----------------------------------------------------------------------------
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def target_kind(self, index: int) -> str:
+        """Which text is the target of sample ``index`` this epoch: transcript or translation."""
+        if self.src_texts is None:
+            return TARGET_TRANSLATION
+        if self.is_train_split:
+            p = self.multitask_asr_prob
+            if p <= 0.0:
+                return TARGET_TRANSLATION
+            if p >= 1.0:
+                return TARGET_TRANSCRIPT
+            draw = np.random.default_rng([self.seed, self.epoch, int(index)]).random()
+            return TARGET_TRANSCRIPT if draw < p else TARGET_TRANSLATION
+        if self.infer_tgt_lang is not None and self.tgt_langs is not None and self.tgt_langs[index] != self.infer_tgt_lang:
+            return TARGET_TRANSCRIPT
+        return TARGET_TRANSLATION
+
+    def _tokenize_target(self, text: str) -> str:
+        return self.tokenize(self.bpe_tokenizer, self.tokenize(self.pre_tokenizer, text))
+
+    def get_tgt_lens_and_check_oov(self):
+        # sizes must bound either target the multitask draw can pick
+        lens = []
+        n_tokens = n_oov = 0
+        texts = [self.tgt_texts] + ([self.src_texts] if self.src_texts is not None and (
+            self.multitask_asr_prob > 0 or self.infer_tgt_lang is not None) else [])
+        for i in range(self.n_samples):
+            best = 0
+            for t in texts:
+                toks = self._tokenize_target(t[i]).split(" ")
+                n_tokens += len(toks)
+                n_oov += sum(self.tgt_dict.index(w) == self.tgt_dict.unk_index for w in toks)
+                best = max(best, len(toks))
+            lens.append(best + (1 if self.cfg.prepend_tgt_lang_tag else 0))
+        logger.info(f"'{self.split}' has {n_oov / max(n_tokens, 1) * 100:.2f}% OOV")
+        return lens
+
+    def encode_target(self, index: int, kind: str) -> torch.Tensor:
+        """``[lang tag] + tokens + EOS`` (``I``) for the transcript or the translation of ``index``."""
+        text = self.src_texts[index] if kind == TARGET_TRANSCRIPT else self.tgt_texts[index]
+        target = self.tgt_dict.encode_line(self._tokenize_target(text), add_if_not_exist=False,
+                                           append_eos=True).long()
+        if self.cfg.prepend_tgt_lang_tag:
+            lang = self.src_langs[index] if kind == TARGET_TRANSCRIPT else self.tgt_langs[index]
+            target = torch.cat((torch.LongTensor([self.get_lang_tag_idx(lang, self.tgt_dict)]), target), 0)
+        return target
+
+    def encode_ctc_source(self, index: int) -> Optional[torch.Tensor]:
+        """Source transcript in the source dictionary, no BOS/EOS (``S``)."""
+        if self.src_texts is None or self.src_dict is None:
+            return None
+        text = self.tokenize(self.src_bpe_tokenizer, self.tokenize(self.pre_tokenizer, self.src_texts[index]))
+        return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
+
+    # --- features ---------------------------------------------------------------------------
+    def _get_source_audio(self, index) -> torch.Tensor:
+        path = self.audio_paths[index] if isinstance(index, (int, np.integer)) else None
+        if path is not None and Path(path).suffix.lower() in AUDIO_EXTENSIONS and not self.cfg.use_audio_input:
+            # fairseq would compute these with torchaudio; use kaldi-native-fbank instead
+            try:
+                feats, _ = audio_file_fbank(path, n_bins=self.cfg.input_feat_per_channel)
+            except AudioError as e:
+                raise ManifestError(f"{self._where[index]}: {e}") from None
+            if self.feature_transforms is not None:
+                feats = self.feature_transforms(feats)
+            return torch.from_numpy(np.ascontiguousarray(feats)).float()
+        return super()._get_source_audio(index)
+
+    def __getitem__(self, index: int) -> SpeechToTextCtcItem:
+        source = self.pack_frames(self._get_source_audio(index))
+        kind = self.target_kind(index)
+        speaker_id = self.speaker_to_id[self.speakers[index]] if self.speaker_to_id is not None else None
+        return SpeechToTextCtcItem(index=index, source=source, target=self.encode_target(index, kind),
+                                   speaker_id=speaker_id, ctc_src=self.encode_ctc_source(index), task=kind)
+
+    def collater(self, samples: List[SpeechToTextCtcItem], return_order: bool = False) -> Dict:
+        """The batch dict of docs/ARCHITECTURE.md, sorted by descending source length."""
+        if len(samples) == 0:
+            return {}
+        out = super().collater(samples, return_order=True)
+        order = out["order"]
+        if not return_order:
+            del out["order"]
+        ordered = [samples[i] for i in order.tolist()]
+        out["utt_id"] = [self.ids[s.index] if self.ids is not None else str(s.index) for s in ordered]
+        out["target_kind"] = [s.task for s in ordered]
+        if ordered[0].ctc_src is not None:
+            out["ctc_src"] = fairseq_data_utils.collate_tokens(
+                [s.ctc_src for s in ordered], self.src_dict.pad(), left_pad=False)
+            out["ctc_src_lengths"] = torch.tensor([s.ctc_src.numel() for s in ordered], dtype=torch.long)
+        return out
+
+
+def build_tokenizer_from_config(tokenizer_cfg: Optional[Dict], kind: str = "bpe"):
+    """fairseq encoder from a config.yaml tokenizer entry (``{"bpe": "sentencepiece", ...}``)."""
+    from fairseq.data import encoders
+
+    if not tokenizer_cfg or tokenizer_cfg.get(kind) is None:
+        return None
+    args = Namespace(**tokenizer_cfg)
+    return encoders.build_bpe(args) if kind == "bpe" else encoders.build_tokenizer(args)
+
+
+def load_s2t_ctc_dataset(data_root, split: str, cfg: S2TDataConfig, tgt_dict: Dictionary,
+                         src_dict: Optional[Dictionary], is_train_split: bool, pre_tokenizer=None,
+                         bpe_tokenizer=None, src_bpe_tokenizer=None, multitask_asr_prob: float = 0.0,
+                         infer_tgt_lang: Optional[str] = None, seed: int = 1) -> SpeechToTextCtcDataset:
+    """Read and validate ``<data_root>/<split>.tsv`` and build the dataset."""
+    m = read_s2t_manifest(Path(data_root) / f"{split}.tsv")
+    paths = check_audio(m, audio_root(cfg, Path(data_root)), cfg.input_feat_per_channel)
+    return SpeechToTextCtcDataset(
+        split, is_train_split, cfg, audio_paths=paths, n_frames=[int(x) for x in m.column("n_frames")],
+        tgt_texts=m.column("tgt_text"), tgt_dict=tgt_dict, src_texts=m.column("src_text"), src_dict=src_dict,
+        speakers=m.column("speaker"), src_langs=m.column("src_lang"), tgt_langs=m.column("tgt_lang"),
+        ids=m.column("id"), pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer,
+        src_bpe_tokenizer=src_bpe_tokenizer, multitask_asr_prob=multitask_asr_prob,
+        infer_tgt_lang=infer_tgt_lang, seed=seed, where=[m.where(i) for i in range(len(m.rows))])

@@ -1,0 +1,222 @@
+"""Task ``speech_to_text_ctc``: fairseq's speech-to-text task with a dataclass config (so
+fairseq-hydra-train can build it), a source (CTC) vocabulary, multitask ASR+ST targets, validated
+manifests, batching that provably keeps every utterance, and cross-attention recording
+(:class:`~fairseq_xattn.generation.task_mixin.RecordingTaskMixin`).
+
+Data folder (``xattn prep`` writes it; see docs/data.md): ``<split>.tsv`` manifests and
+``config.yaml`` with the usual fairseq S2T keys plus ``src_vocab_filename`` and
+``src_bpe_tokenizer`` for the source vocabulary.  Without them the CTC source vocabulary is the
+target one.
+
+Inference: with language tags (``prepend_tgt_lang_tag``) decode with ``--prefix-size 1``; the
+first target token, the language tag, is then forced, and ``--infer-tgt-lang`` picks it (the
+source language gives the transcript, i.e. ASR; the target language the translation).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Set
+
+import numpy as np
+import torch
+from fairseq.data import ConcatDataset, Dictionary, data_utils
+from fairseq.data.audio.data_cfg import S2TDataConfig
+from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.tasks import register_task
+from fairseq.tasks.fairseq_task import LegacyFairseqTask
+from fairseq.tasks.speech_to_text import SpeechToTextTask
+from omegaconf import II, MISSING, DictConfig, open_dict
+
+from ..data.s2t_ctc_dataset import build_tokenizer_from_config, load_s2t_ctc_dataset
+from ..generation.task_mixin import RecordingConfig, RecordingTaskMixin
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeechToTextCtcConfig(RecordingConfig):
+    data: str = field(default=MISSING, metadata={"help": "data folder: <split>.tsv manifests and config.yaml"})
+    config_yaml: str = field(default="config.yaml", metadata={"help": "data configuration YAML, under the data folder"})
+    max_source_positions: int = field(default=6000, metadata={"help": "max input frames"})
+    max_target_positions: int = field(default=1024, metadata={"help": "max target tokens"})
+    multitask_asr_prob: float = field(
+        default=0.5,
+        metadata={"help": "training only: probability that a sample's target is its transcript (ASR) rather "
+                          "than its translation (ST); needs src_text in the manifest"})
+    infer_tgt_lang: Optional[str] = field(
+        default=None,
+        metadata={"help": "non-training splits: the target language to produce; the source language gives the "
+                          "transcript (ASR), the target language the translation (default: the translation)"})
+    seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
+
+
+class CtcSourceDictionary(Dictionary):
+    """The source (CTC) vocabulary.  fairseq-generate prints ``source_dictionary.string(src_tokens)``
+    for every sentence; our "source tokens" are filterbank frames, which have no text, so a
+    floating-point tensor gives an empty string instead of an indexing error."""
+
+    def string(self, tensor, *args, **kwargs):
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            return ""
+        return super().string(tensor, *args, **kwargs)
+
+
+class BatchingError(RuntimeError):
+    """Batching lost or duplicated utterances."""
+
+
+class SpeechToTextCtcTaskBase(SpeechToTextTask):
+    """Everything but recording; :class:`SpeechToTextCtcTask` adds the recording mixin on top."""
+
+    @classmethod
+    def add_args(cls, parser):
+        # SpeechToTextTask.add_args is argparse-only; options come from the dataclass instead
+        gen_parser_from_dataclass(parser, getattr(cls, "__dataclass", SpeechToTextCtcConfig)())
+
+    def __init__(self, cfg, tgt_dict: Dictionary, src_dict: Optional[Dictionary] = None):
+        super().__init__(cfg, tgt_dict)
+        self.cfg = cfg  # RecordingTaskMixin and FairseqTask read options from self.cfg
+        self.src_dict = src_dict if src_dict is not None else CtcSourceDictionary.load(
+            str(Path(cfg.data) / self.data_cfg.vocab_filename))
+        cfg_src_bpe = self.data_cfg.config.get("src_bpe_tokenizer")
+        self.src_bpe_tokenizer_cfg = self.data_cfg._auto_convert_to_abs_path(cfg_src_bpe) if cfg_src_bpe else None
+        if not 0.0 <= float(cfg.multitask_asr_prob) <= 1.0:
+            raise ValueError(f"--multitask-asr-prob must be in [0, 1], got {cfg.multitask_asr_prob}")
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        data = Path(cfg.data)
+        yaml_path = data / cfg.config_yaml
+        if not yaml_path.is_file():
+            raise FileNotFoundError(f"data configuration not found: {yaml_path} (is {data} a folder made by xattn prep?)")
+        data_cfg = S2TDataConfig(yaml_path)
+        tgt_path = data / data_cfg.vocab_filename
+        if not tgt_path.is_file():
+            raise FileNotFoundError(f"target dictionary not found: {tgt_path} (vocab_filename in {yaml_path})")
+        tgt_dict = Dictionary.load(str(tgt_path))
+        src_name = data_cfg.config.get("src_vocab_filename")
+        src_dict = None
+        if src_name:
+            if not (data / src_name).is_file():
+                raise FileNotFoundError(f"source dictionary not found: {data / src_name} (src_vocab_filename in {yaml_path})")
+            src_dict = CtcSourceDictionary.load(str(data / src_name))
+        logger.info(f"target dictionary: {len(tgt_dict)} types; source (CTC) dictionary: "
+                    f"{len(src_dict) if src_dict is not None else 'same as target'}")
+        train_subset = getattr(cfg, "train_subset", None)
+        if isinstance(train_subset, str) and not all(s.startswith("train") for s in train_subset.split(",")):
+            raise ValueError(f'training splits must be named "train*", got --train-subset {train_subset}')
+        return cls(cfg, tgt_dict, src_dict)
+
+    # --- dictionaries -------------------------------------------------------------------------
+    @property
+    def source_dictionary(self):
+        """The CTC source vocabulary (the target one when config.yaml names none)."""
+        return self.src_dict
+
+    @property
+    def target_dictionary(self):
+        return self.tgt_dict
+
+    def lang_tag_indices(self) -> Set[int]:
+        """Target-dictionary indices of the language tags ``<lang:xx>``."""
+        return {i for s, i in self.tgt_dict.indices.items() if SpeechToTextDataset.is_lang_tag(s)}
+
+    # --- data ---------------------------------------------------------------------------------
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        is_train_split = split.startswith("train")
+        pre_tokenizer = self.build_tokenizer(self.args)
+        bpe_tokenizer = self.build_bpe(self.args)
+        src_bpe = build_tokenizer_from_config(self.src_bpe_tokenizer_cfg) if self.src_bpe_tokenizer_cfg else bpe_tokenizer
+        has_src_vocab = self.data_cfg.config.get("src_vocab_filename") is not None
+        datasets = [
+            load_s2t_ctc_dataset(
+                self.cfg.data, name, self.data_cfg, self.tgt_dict, self.src_dict, is_train_split,
+                pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer,
+                src_bpe_tokenizer=src_bpe if has_src_vocab else bpe_tokenizer,
+                multitask_asr_prob=float(self.cfg.multitask_asr_prob), infer_tgt_lang=self.cfg.infer_tgt_lang,
+                seed=int(self.cfg.seed))
+            for name in split.split(",")
+        ]
+        self.datasets[split] = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+    # --- model and criterion ------------------------------------------------------------------
+    def build_model(self, cfg, from_checkpoint=False):
+        values = {"input_feat_per_channel": self.data_cfg.input_feat_per_channel,
+                  "input_channels": self.data_cfg.input_channels, "speaker_to_id": self.speaker_to_id}
+        if isinstance(cfg, DictConfig):  # dataclass model configs only take keys they declare
+            with open_dict(cfg):
+                for k, v in values.items():
+                    if k in cfg and v is not None:
+                        cfg[k] = v
+        else:
+            for k, v in values.items():
+                setattr(cfg, k, v)
+        return LegacyFairseqTask.build_model(self, cfg, from_checkpoint)
+
+    def build_criterion(self, cfg):
+        from fairseq import criterions
+
+        prefix = getattr(cfg, "ignore_prefix_size", None)
+        if self.data_cfg.prepend_tgt_lang_tag and prefix is not None and prefix != 1:
+            raise ValueError("config.yaml prepends the target language tag: set --ignore-prefix-size 1 "
+                             "(the tag is given as a prefix at inference, not predicted)")
+        return criterions.build_criterion(cfg, self)
+
+    # --- batching -----------------------------------------------------------------------------
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
+                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
+                           skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
+        itr = super().get_batch_iterator(
+            dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
+            ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=required_batch_size_multiple,
+            seed=seed, num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            data_buffer_size=data_buffer_size, disable_iterator_cache=disable_iterator_cache,
+            skip_remainder_batch=skip_remainder_batch, grouped_shuffling=grouped_shuffling,
+            update_epoch_batch_itr=update_epoch_batch_itr)
+        if not getattr(itr, "_xattn_batches_checked", False):
+            check_batches_cover_dataset(dataset, itr.frozen_batches, max_positions, seed, epoch)
+            itr._xattn_batches_checked = True
+        if getattr(itr, "num_workers", 0) > 0:
+            # persistent loader workers keep the dataset of the first epoch, so the multitask draw
+            # (keyed by epoch) would repeat; fresh workers see set_epoch
+            itr.persistent_workers = False
+        return itr
+
+
+def check_batches_cover_dataset(dataset, batches, max_positions, seed: int, epoch: int) -> None:
+    """Raise :class:`BatchingError` unless every index that survives the size filter is in exactly
+    one batch (fairseq-fixed's batch_by_size drops the remainder batch; see METHOD.md section 8)."""
+    with data_utils.numpy_seed(seed + epoch):
+        indices = dataset.ordered_indices()
+    if max_positions is not None:
+        indices, _ = dataset.filter_indices_by_size(indices, max_positions)
+    expected = np.unique(np.asarray(indices, dtype=np.int64))
+    got = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]) if len(batches) else np.zeros(0, np.int64)
+    values, counts = np.unique(got, return_counts=True)
+    duplicated = values[counts > 1]
+    missing = np.setdiff1d(expected, values)
+    extra = np.setdiff1d(values, expected)
+    if len(missing) or len(duplicated) or len(extra):
+        ids = getattr(dataset, "ids", None)
+        name = lambda i: repr(ids[i]) if ids is not None else str(int(i))  # noqa: E731
+        parts = []
+        if len(missing):
+            parts.append(f"{len(missing)} of {len(expected)} utterances are in no batch "
+                         f"(e.g. {', '.join(name(i) for i in missing[:5])})")
+        if len(duplicated):
+            parts.append(f"{len(duplicated)} are in several batches (e.g. {', '.join(name(i) for i in duplicated[:5])})")
+        if len(extra):
+            parts.append(f"{len(extra)} batched indices are not in the filtered dataset")
+        raise BatchingError(f"batching of split {getattr(dataset, 'split', '?')!r} is wrong: " + "; ".join(parts)
+                            + ". Is fairseq_xattn.compat applied (it fixes batch_by_size)?")
+
+
+@register_task("speech_to_text_ctc", dataclass=SpeechToTextCtcConfig)
+class SpeechToTextCtcTask(RecordingTaskMixin, SpeechToTextCtcTaskBase):
+    """Speech-to-text (ASR, ST, multitask) with CTC source targets and cross-attention recording."""
