@@ -14,6 +14,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "corpus": ("fairseq_xattn.data.corpus.cli", "build the synthetic bilingual espeak-ng corpus with word timings"),
     "prep": ("fairseq_xattn.data.prep", "audio + transcripts -> fbank zip, TSV manifests, SentencePiece, config.yaml"),
+    "average": ("fairseq_xattn.checkpoint_average", "average the parameters of the last N checkpoints"),
     "score": ("fairseq_xattn.analysis.score_cli", "WER / BLEU / chrF / COMET of hypotheses against references"),
     "correlate": ("fairseq_xattn.analysis.correlate_cli", "Pearson r between cross-attention and saliency stores"),
     "faithfulness": ("fairseq_xattn.analysis.faithfulness_cli", "deletion/insertion curves, AUC and size of explanations"),

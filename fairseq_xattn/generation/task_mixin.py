@@ -12,7 +12,6 @@ Flags (task options): ``--record-cross-attn OUT_DIR``, ``--record-float16``,
 ``--teacher-forced {reference,FILE.tsv}``.  Without ``--record-cross-attn`` the task behaves as its
 base class, except that ``--print-alignment`` works on speech input (alignments to encoder frames).
 """
-from __future__ import annotations
 
 import atexit
 import contextlib

@@ -12,7 +12,6 @@ Inference: with language tags (``prepend_tgt_lang_tag``) decode with ``--prefix-
 first target token, the language tag, is then forced, and ``--infer-tgt-lang`` picks it (the
 source language gives the transcript, i.e. ASR; the target language the translation).
 """
-from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
