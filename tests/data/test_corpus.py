@@ -1,0 +1,125 @@
+"""The synthetic espeak-ng corpus: determinism, word timings, splits, and the reordering grammar."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fairseq_xattn.data.corpus import build
+from fairseq_xattn.data.corpus.espeak import PhonemeEvent, Synthesis, WordEvent, synthesize_in_fresh_process
+from fairseq_xattn.data.corpus.grammar import NOUNS, Adjective, SentenceGrammar, articulated, definite_article
+from fairseq_xattn.data.corpus.timings import word_timings
+
+
+def _digest(root: Path):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_different_seed_different_audio(tmp_path):
+    a = _digest(Path(build.build_corpus(tmp_path / "a", size=6, seed=11, workers=2, eval_size=1) and tmp_path / "a"))
+    b = _digest(Path(build.build_corpus(tmp_path / "b", size=6, seed=11, workers=1, eval_size=1) and tmp_path / "b"))
+    assert a == b
+    assert len([k for k in a if k.endswith(".wav")]) == 2 * (6 + 1)
+    c = _digest(Path(build.build_corpus(tmp_path / "c", size=6, seed=12, workers=2, eval_size=1) and tmp_path / "c"))
+    assert c["train.tsv"] != a["train.tsv"]
+
+
+def test_fresh_process_synthesis_is_reproducible_even_for_breathy_voices():
+    text = "the old teacher sees it from the big table"
+    runs = [synthesize_in_fresh_process(text, "en-us+f3", 170, 50, seed=7) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].audio, runs[1].audio)
+    assert [w.sample for w in runs[0].words] == [w.sample for w in runs[1].words]
+
+
+def _timings(corpus: Path, split: str):
+    with open(corpus / "timings" / f"{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_every_word_has_an_ordered_timing_inside_its_audio(tiny_corpus_and_data):
+    corpus, _ = tiny_corpus_and_data
+    n_words = 0
+    for split in build.SPLITS:
+        for suffix in ("", "_it"):
+            for rec in _timings(corpus, split + suffix):
+                audio, sr = sf.read(corpus / "audio" / rec["lang"] / f"{rec['id']}.wav")
+                assert sr == 16000
+                duration = len(audio) / sr
+                assert abs(rec["duration"] - duration) < 1e-4
+                assert [w["word"] for w in rec["words"]] == rec["text"].split(" ")
+                prev_end = 0.0
+                for w in rec["words"]:
+                    assert 0.0 <= w["start"] < w["end"] <= duration + 1e-9, (rec["id"], w)
+                    assert w["start"] >= prev_end - 1e-9, (rec["id"], w)
+                    prev_end = w["end"]
+                n_words += len(rec["words"])
+    assert n_words > 100
+
+
+def test_splits_unseen_sentences_and_held_out_voices(tiny_corpus_and_data):
+    corpus, _ = tiny_corpus_and_data
+    rows = {}
+    for split in build.SPLITS:
+        lines = (corpus / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        header = lines[0].split("\t")
+        rows[split] = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    train_sentences = {r["src_text"] for r in rows["train"]}
+    for split in ("dev", "test", "test_voices"):
+        assert not train_sentences & {r["src_text"] for r in rows[split]}
+    assert [r["src_text"] for r in rows["test"]] == [r["src_text"] for r in rows["test_voices"]]
+    assert {r["speaker"] for r in rows["test_voices"]} <= set(build.EN_HELDOUT_VOICES)
+    assert not set(build.EN_HELDOUT_VOICES) & set(build.EN_TRAIN_VOICES)
+    assert not set(build.IT_HELDOUT_VOICES) & set(build.IT_TRAIN_VOICES)
+    assert all(r["src_lang"] == "en" and r["tgt_lang"] == "it" for r in rows["train"])
+    # the Italian audio of each pair is the translation of the English one
+    it_rows = (corpus / "train_it.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert [line.split("\t")[4] for line in it_rows] == [r["src_text"] for r in rows["train"]]
+    rec = _timings(corpus, "train")[0]
+    assert rec["translation_id"] == rows["train"][0]["id"].replace("_en", "_it")
+    n_it = len(rows["train"][0]["tgt_text"].split())
+    assert all(0 <= a < len(rec["words"]) and 0 <= b < n_it for a, b in rec["alignment"])
+
+
+def test_word_timings_merged_and_empty_events_known_answer():
+    # "from the big table": espeak folds "the" into "from" and emits an empty event first
+    syn = Synthesis(
+        audio=np.zeros(1000, np.int16),
+        words=[WordEvent(-1, 0, 0), WordEvent(0, 4, 100), WordEvent(9, 3, 500), WordEvent(13, 5, 700)],
+        phonemes=[PhonemeEvent("f", 100), PhonemeEvent("r", 150), PhonemeEvent("D", 330), PhonemeEvent("@", 400),
+                  PhonemeEvent("b", 500), PhonemeEvent("t", 700), PhonemeEvent("_:", 900), PhonemeEvent("_", 1000)],
+    )
+    t = word_timings("from the big table", syn, sample_rate=1000)
+    assert [(w["word"], w["start"], w["end"], w["merged"]) for w in t] == [
+        # unit "from the" spans 100..500, split by characters (4:3 -> 328.6) snapped to phoneme 330
+        ("from", 0.1, 0.33, True), ("the", 0.33, 0.5, True),
+        ("big", 0.5, 0.7, False),
+        ("table", 0.7, 0.9, False),  # ends at the first pause phoneme
+    ]
+
+
+def test_italian_agreement_articles_and_reordering():
+    assert Adjective("black", "nero").agree(feminine=True, plural=True) == "nere"
+    assert Adjective("white", "bianco").agree(feminine=False, plural=True) == "bianchi"
+    assert Adjective("old", "vecchio").agree(feminine=False, plural=True) == "vecchi"
+    assert Adjective("green", "verde").agree(feminine=True, plural=True) == "verdi"
+    assert Adjective("blue", "blu").agree(feminine=True, plural=True) == "blu"
+    student = next(n for n in NOUNS if n.en == "student")
+    assert definite_article(student, False) == "lo" and definite_article(student, True) == "gli"
+    assert [articulated("in", a) for a in ("il", "lo", "la", "i", "gli", "le")] == \
+        ["nel", "nello", "nella", "nei", "negli", "nelle"]
+    g = SentenceGrammar(np.random.default_rng(0))
+    crossing = 0
+    for _ in range(200):
+        p = g.sentence()
+        assert all(0 <= a < len(p.en) and 0 <= b < len(p.it) for a, b in p.links)
+        assert {a for a, _ in p.links} == set(range(len(p.en)))  # every English word is aligned
+        crossing += any(a1 < a2 and b1 > b2 for a1, b1 in p.links for a2, b2 in p.links)
+    assert crossing > 50  # adjectives, pronouns and possessives really reorder
+
+
+def test_too_small_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--size 4 is too small"):
+        build.build_corpus(tmp_path, size=4, eval_size=2)
