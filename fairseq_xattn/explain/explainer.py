@@ -88,6 +88,8 @@ class Explanation:
     seconds: float
     snapshots: Dict[int, np.ndarray] = field(default_factory=dict)
     units_per_level: List[int] = field(default_factory=list)
+    n_encoder_frames: int = 0
+    vocab_size: int = 0
 
 
 class Explainer:
@@ -108,11 +110,12 @@ class Explainer:
 
     @torch.no_grad()
     def explain(self, utt_id: str, features: torch.Tensor, target_tokens: torch.Tensor,
-                eos: int, snapshots: Sequence[int] = ()) -> Explanation:
+                eos: int, snapshots: Sequence[int] = (), vocab_size: Optional[int] = None) -> Explanation:
         """``features`` T x F (no padding), ``target_tokens`` I (hypothesis + EOS).
 
         Forced decoding uses ``prev_output_tokens = [EOS] + target_tokens[:-1]``.  ``snapshots``: mask
-        counts at which to also return the map so far (convergence curves).
+        counts at which to also return the map so far (convergence curves).  ``vocab_size``: the
+        hypotheses' dictionary size, checked against the model's output before any mask is run.
         """
         s = self.settings
         start_time = time.perf_counter()
@@ -126,6 +129,12 @@ class Explainer:
         prev = torch.cat([target_tokens.new_tensor([eos]), target_tokens[:-1]]).unsqueeze(0)  # 1 x I
         ctx = self.perturbation.setup(self.adapter, features, prev)
         ref = ctx.ref_logprobs  # I x V
+        if vocab_size is not None and ref.shape[-1] != vocab_size:
+            raise ValueError(f"utterance {utt_id!r}: the model predicts {ref.shape[-1]} symbols but the target "
+                             f"dictionary has {vocab_size}: model and dictionary do not match")
+        if int(target_tokens.max()) >= ref.shape[-1]:
+            raise ValueError(f"utterance {utt_id!r}: token id {int(target_tokens.max())} is outside the model's "
+                             f"vocabulary ({ref.shape[-1]} symbols)")
         positional = ref.gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
         acc = SaliencyAccumulator(target_tokens.numel(), ctx.labels, ctx.units_per_level)
         sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device)
@@ -161,7 +170,7 @@ class Explainer:
         seconds = time.perf_counter() - start_time
         return Explanation(acc.saliency().cpu().numpy().astype(np.float32),
                            positional.cpu().numpy().astype(np.float32), done, seconds, taken,
-                           list(ctx.units_per_level))
+                           list(ctx.units_per_level), ctx.n_encoder_frames, int(ref.shape[-1]))
 
     def _progress_bar(self, utt_id: str, total: int):
         if not self.progress:

@@ -51,6 +51,7 @@ class PerturbationContext:
     labels: List[torch.Tensor]          # per level: cell shape (T x F or T') -> unit id
     ref_logprobs: torch.Tensor          # I x V
     n_cells: int                        # cells per mask forward (frames for the memory budget)
+    n_encoder_frames: int               # T' of the unperturbed utterance
     state: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,9 +90,12 @@ class InputSlicPerturbation(Perturbation):
                                        self.frame_shift_seconds)
         labels = [torch.from_numpy(lab).to(features.device) for lab in labels_np]
         lengths = torch.tensor([features.shape[0]], device=features.device)
-        ref = adapter.decode_logprobs(adapter.encode(features.unsqueeze(0), lengths), prev_output_tokens)[0]
+        encoded = adapter.encode(features.unsqueeze(0), lengths)
+        ref = adapter.decode_logprobs(encoded, prev_output_tokens)[0]
         return PerturbationContext([int(lab.max()) + 1 for lab in labels], labels, ref,
-                                   n_cells=int(features.shape[0]), state={"features": features})
+                                   n_cells=int(features.shape[0]),
+                                   n_encoder_frames=adapter.n_encoder_frames(encoded),
+                                   state={"features": features})
 
     def logprobs(self, adapter, ctx, masks, prev_output_tokens):
         features = ctx.state["features"]  # T x F
@@ -114,7 +118,7 @@ class EncoderFramesPerturbation(Perturbation):
         ref = adapter.decode_logprobs(encoded, prev_output_tokens)[0]
         t = adapter.n_encoder_frames(encoded)
         labels = [torch.arange(t, device=features.device)]
-        return PerturbationContext([t], labels, ref, n_cells=t,
+        return PerturbationContext([t], labels, ref, n_cells=t, n_encoder_frames=t,
                                    state={"zeroing": adapter.prepare_frame_zeroing(encoded)})
 
     def logprobs(self, adapter, ctx, masks, prev_output_tokens):

@@ -6,3 +6,4 @@ from .speech_to_text_ctc import (  # noqa: F401
     SpeechToTextCtcTask,
     check_batches_cover_dataset,
 )
+from .speech_explain import SpeechExplainConfig, SpeechExplainTask  # noqa: F401,E402

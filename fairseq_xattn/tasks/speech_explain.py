@@ -1,0 +1,217 @@
+"""Task ``speech_explain``: SPES saliency of a model's own hypotheses, run by stock fairseq-generate.
+
+    fairseq-generate DATA --user-dir $(xattn user-dir) --task speech_explain --path CKPT \\
+        --gen-subset test --explain-hypotheses RECORD_STORE_OR_TSV --explain-store OUT \\
+        --explain-target {input,encoder} [--explain-masks 20000 ...]
+
+For every utterance of the batch, :meth:`SpeechExplainTask.inference_step` forces the decoder on the
+hypothesis (from the attention store of a recording run, or a TSV), computes the reference
+probabilities, runs the masks (:mod:`fairseq_xattn.explain`) and appends the map to the saliency
+store; it returns the forced hypotheses (with their reference log-probabilities as scores) so that
+fairseq-generate prints them as usual.  Utterances already in the store are skipped (resume: the
+same command after an interruption finishes the job).  Sharded runs (``--num-shards N --shard-id K``,
+or ``--distributed-world-size N --distributed-rank K``) write ``OUT.shardK-of-N``, merged with
+``xattn store merge``.  See docs/explain.md.
+"""
+
+import atexit
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from omegaconf import II
+
+from ..explain.explainer import Explainer, ExplainSettings
+from ..explain.forced_decoder import FairseqForcedDecoder
+from ..explain.hypotheses import HypothesisSource
+from ..explain.saliency_store import SALIENCY_ARRAY, open_saliency_writer, record_meta
+from ..stores import KIND_SALIENCY, StoreReader
+from .speech_to_text_ctc import SpeechToTextCtcConfig, SpeechToTextCtcTask
+
+logger = logging.getLogger(__name__)
+
+EXPLAIN_TARGETS = ChoiceEnum(["input", "encoder"])
+
+
+@dataclass
+class SpeechExplainConfig(SpeechToTextCtcConfig):
+    explain_hypotheses: Optional[str] = field(default=None, metadata={
+        "help": "token sequences to explain: the store of a recording run (--record-cross-attn; its rank-0 "
+                "hypotheses) or a TSV with columns id and tokens (space-separated dictionary symbols)"})
+    explain_store: Optional[str] = field(default=None, metadata={
+        "help": "output saliency store directory (created, or resumed when it exists)"})
+    explain_target: EXPLAIN_TARGETS = field(default="input", metadata={
+        "help": "input: SM^X over the spectrogram (I x T x F); encoder: SM^H over encoder states (I x T')"})
+    explain_masks: int = field(default=20000, metadata={"help": "masks per utterance (N_X / N_H)"})
+    explain_p: Optional[float] = field(default=None, metadata={
+        "help": "occlusion probability of a segment / encoder state (default 0.5 input, 0.7 encoder)"})
+    explain_seed: int = field(default=1, metadata={
+        "help": "mask seed; masks of an utterance depend only on (seed, utterance id, mask index)"})
+    explain_scorer: str = field(default="kl", metadata={"help": "score of a perturbation (registry SCORERS)"})
+    explain_perturbation: Optional[str] = field(default=None, metadata={
+        "help": "perturbation kind (registry PERTURBATIONS); default input_slic / encoder_frames"})
+    explain_patches_per_second: str = field(default="400,500,600", metadata={
+        "help": "SLIC levels (MFPP): segments per second of audio, comma-separated"})
+    explain_compactness: float = field(default=0.1, metadata={"help": "SLIC compactness"})
+    explain_sigma: float = field(default=0.0, metadata={"help": "SLIC Gaussian smoothing sigma"})
+    explain_threshold_seconds: float = field(default=7.5, metadata={
+        "help": "audio longer than this gets the segment count of this duration"})
+    explain_frame_shift: float = field(default=0.01, metadata={"help": "seconds per input frame"})
+    explain_early_stop: float = field(default=0.0, metadata={
+        "help": "stop an utterance when the Pearson r between its (SPES-normalised) maps at two consecutive "
+                "checks reaches this value (0: off; e.g. 0.999)"})
+    explain_early_stop_interval: int = field(default=1000, metadata={"help": "masks between early-stop checks"})
+    explain_early_stop_min_masks: int = field(default=2000, metadata={"help": "never stop before this many masks"})
+    explain_mask_batch_size: int = field(default=0, metadata={
+        "help": "masked copies per forward pass (0: automatic, bounded by --explain-budget)"})
+    explain_budget: int = field(default=32768, metadata={
+        "help": "automatic mask batch: at most this many mask x frame cells (T for input, T' for encoder)"})
+    explain_no_kv_reuse: bool = field(default=False, metadata={
+        "help": "encoder target: re-project keys/values of every masked copy (slower; for checking)"})
+    explain_float16: bool = field(default=False, metadata={"help": "store maps in float16"})
+    explain_no_progress: bool = field(default=False, metadata={"help": "no per-utterance mask progress bar"})
+    num_shards: int = II("dataset.num_shards")
+    shard_id: int = II("dataset.shard_id")
+
+
+def _int_or(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):  # an unresolved interpolation (no dataset config): not sharded
+        return default
+
+
+def settings_from_config(cfg) -> ExplainSettings:
+    try:
+        levels = [float(x) for x in str(cfg.explain_patches_per_second).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--explain-patches-per-second {cfg.explain_patches_per_second!r}: "
+                         "expected comma-separated numbers, e.g. 400,500,600") from None
+    return ExplainSettings(
+        target=str(cfg.explain_target), n_masks=int(cfg.explain_masks), p=cfg.explain_p, seed=int(cfg.explain_seed),
+        scorer=cfg.explain_scorer, perturbation=cfg.explain_perturbation, patches_per_second=levels,
+        compactness=float(cfg.explain_compactness), sigma=float(cfg.explain_sigma),
+        threshold_seconds=float(cfg.explain_threshold_seconds), frame_shift_seconds=float(cfg.explain_frame_shift),
+        early_stop=float(cfg.explain_early_stop), early_stop_interval=int(cfg.explain_early_stop_interval),
+        early_stop_min_masks=int(cfg.explain_early_stop_min_masks),
+        mask_batch_size=int(cfg.explain_mask_batch_size), budget_mask_frames=int(cfg.explain_budget),
+        kv_reuse=not cfg.explain_no_kv_reuse)
+
+
+def shard_store_path(store: str, shard_id: int, num_shards: int) -> Path:
+    """Where shard ``shard_id`` of ``num_shards`` writes (the store itself when not sharded)."""
+    path = Path(store)
+    if num_shards <= 1:
+        return path
+    return path.with_name(f"{path.name}.shard{shard_id}-of-{num_shards}")
+
+
+@register_task("speech_explain", dataclass=SpeechExplainConfig)
+class SpeechExplainTask(SpeechToTextCtcTask):
+    """fairseq-generate explains instead of decoding (see the module docstring)."""
+
+    def __init__(self, cfg, tgt_dict, src_dict=None):
+        super().__init__(cfg, tgt_dict, src_dict)
+        self.settings = settings_from_config(cfg)  # fail early on bad options
+        self._shard: Tuple[int, int] = (0, 1)
+        self._explainer: Optional[Explainer] = None
+        self._writer = None
+        self._stored: Dict[str, dict] = {}
+        self._hypotheses: Optional[HypothesisSource] = None
+
+    # -- sharding -----------------------------------------------------------------------------
+    def get_batch_iterator(self, dataset, *args, num_shards=1, shard_id=0, **kwargs):
+        cfg_shards = _int_or(getattr(self.cfg, "num_shards", 1), 1)
+        if num_shards <= 1 and cfg_shards > 1:
+            # fairseq-generate passes only distributed ranks; --num-shards/--shard-id shard here.
+            num_shards, shard_id = cfg_shards, _int_or(getattr(self.cfg, "shard_id", 0), 0)
+            if not 0 <= shard_id < num_shards:
+                raise ValueError(f"--shard-id {shard_id} must be in [0, --num-shards {num_shards})")
+        self._shard = (int(shard_id), int(num_shards))
+        return super().get_batch_iterator(dataset, *args, num_shards=num_shards, shard_id=shard_id, **kwargs)
+
+    # -- lazily opened resources ----------------------------------------------------------------
+    def _hypothesis_source(self) -> HypothesisSource:
+        if self._hypotheses is None:
+            if not self.cfg.explain_hypotheses:
+                raise ValueError("--task speech_explain needs --explain-hypotheses (a recording store or a TSV)")
+            self._hypotheses = HypothesisSource(self.cfg.explain_hypotheses, self.target_dictionary)
+        return self._hypotheses
+
+    def store_path(self) -> Path:
+        if not self.cfg.explain_store:
+            raise ValueError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
+        return shard_store_path(self.cfg.explain_store, *self._shard)
+
+    def _store_writer(self):
+        if self._writer is None:
+            path = self.store_path()
+            meta = {**self.settings.store_meta(), "hypotheses": str(self.cfg.explain_hypotheses)}
+            shard_id, num_shards = self._shard
+            if num_shards > 1:
+                meta.update(shard_id=shard_id, shard_count=num_shards)
+            self._writer = open_saliency_writer(path, meta, float16=bool(self.cfg.explain_float16))
+            done = self._writer.done_ids()
+            if done:
+                logger.info(f"{path}: {len(done)} utterances already explained, skipping them (resume)")
+                with StoreReader(path, expect_kind=KIND_SALIENCY) as reader:
+                    self._stored = {u: reader.row_meta(u) for u in done}
+            if num_shards > 1:
+                logger.info(f"shard {shard_id} of {num_shards} writes {path}; merge the shards with "
+                            f"`xattn store merge {path.with_name(Path(self.cfg.explain_store).name)}.shard*-of-{num_shards} "
+                            f"--out {self.cfg.explain_store}`")
+            atexit.register(self.close_explain_store)
+        return self._writer
+
+    def close_explain_store(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _explainer_for(self, models) -> Explainer:
+        if len(models) != 1:
+            raise ValueError(f"--task speech_explain explains one model, got an ensemble of {len(models)} (--path)")
+        if self._explainer is None or self._explainer.adapter.model is not models[0]:
+            adapter = FairseqForcedDecoder(models[0], kv_reuse=self.settings.kv_reuse)
+            self._explainer = Explainer(adapter, self.settings, progress=not self.cfg.explain_no_progress)
+        return self._explainer
+
+    # -- fairseq-generate hook ----------------------------------------------------------------
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        explainer = self._explainer_for(models)
+        writer = self._store_writer()
+        hypotheses = self._hypothesis_source()
+        d = self.target_dictionary
+        src = sample["net_input"]["src_tokens"]
+        lengths = sample["net_input"]["src_lengths"].tolist()
+        out: List[List[dict]] = []
+        for b, utt_id in enumerate(self._utterance_ids(sample)):
+            hyp = hypotheses.get(utt_id)
+            if utt_id in self._stored:
+                meta = self._stored[utt_id]
+                if meta["tokens"] != hyp.tokens:
+                    raise ValueError(f"{self.store_path()}: utterance {utt_id!r} was explained for tokens "
+                                     f"{meta['token_strings']} but --explain-hypotheses now gives {hyp.token_strings}")
+            else:
+                features = src[b, :lengths[b]]  # T x F without the batch's padding: batch-independent
+                tokens = torch.tensor(hyp.tokens, dtype=torch.long, device=src.device)
+                res = explainer.explain(utt_id, features, tokens, d.eos(), vocab_size=len(d))
+                meta = record_meta(hyp.tokens, hyp.token_strings, lengths[b], res.n_encoder_frames, hyp.prefix_len,
+                                   res.n_masks, res.units_per_level, res.ref_logprobs.tolist())
+                writer.write(utt_id, {SALIENCY_ARRAY: res.saliency}, meta)
+                self._stored[utt_id] = meta
+                logger.info(f"explained {utt_id}: {len(hyp.tokens)} tokens, {res.n_masks} masks in "
+                            f"{res.seconds:.1f} s ({res.n_masks / max(res.seconds, 1e-9):.0f} masks/s)")
+            positional = torch.tensor(meta["positional_scores"])
+            out.append([{
+                "tokens": torch.tensor(meta["tokens"], dtype=torch.long),
+                "score": positional.mean(),
+                "positional_scores": positional,
+                "alignment": None,
+                "attention": None,
+            }])
+        return out
