@@ -7,6 +7,7 @@ shims of :mod:`fairseq_xattn.compat` and registers every component in fairseq's 
 * criterion ``ctc_multi_loss``
 * model ``xattn_conformer`` and its archs ``xattn_conformer_{tiny,base,small,large}``
 * the cross-attention recording generator (chosen by the tasks' ``--record-cross-attn``)
+* lr scheduler ``piecewise_warmup_inverse_sqrt`` (the large model's warm-up)
 """
 __version__ = "0.1.0"
 
@@ -27,3 +28,4 @@ compat.apply()
 from . import models  # noqa: E402,F401
 from . import criterions  # noqa: E402,F401
 from . import tasks  # noqa: E402,F401
+from . import optim  # noqa: E402,F401
