@@ -7,7 +7,9 @@ A subclass of fairseq's :class:`SpeechToTextDataset` that adds
 * multitask ASR+ST targets: on training splits each sample's target is the transcript
   (``src_text`` in ``src_lang``) with probability ``multitask_asr_prob`` and the translation
   otherwise, drawn from (seed, epoch, index) so runs are reproducible; on other splits the target
-  is the translation, or the transcript when ``infer_tgt_lang`` names the source language;
+  is the translation.  ``infer_tgt_lang``, when set, fixes the target on every split (the
+  transcript when it names the source language, else the translation): that is how
+  fairseq-generate is asked for ASR or ST;
 * features computed on the fly (kaldi-native-fbank) for manifests that point at wav/flac files,
   where fairseq would need torchaudio;
 * validation with clear errors: n_frames against the stored features, missing/unreadable
@@ -155,7 +157,7 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         self.epoch = 1
         self._where = where or [f"{split}, row {i + 1}" for i in range(len(audio_paths))]
         self._check_lang_tags(cfg, tgt_dict, src_texts, src_langs, tgt_langs, is_train_split)
-        if not is_train_split and infer_tgt_lang is not None:
+        if infer_tgt_lang is not None:
             self._check_infer_lang(src_texts, src_langs, tgt_langs)
         super().__init__(split, is_train_split, cfg, audio_paths, n_frames, src_texts=src_texts,
                          tgt_texts=tgt_texts, speakers=speakers, src_langs=src_langs, tgt_langs=tgt_langs,
@@ -166,7 +168,7 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         if not cfg.prepend_tgt_lang_tag:
             return
         need_src = src_texts is not None and (
-            (is_train_split and self.multitask_asr_prob > 0) or (not is_train_split and self.infer_tgt_lang is not None))
+            (is_train_split and self.multitask_asr_prob > 0) or self.infer_tgt_lang is not None)
         for i in range(len(tgt_langs or [])):
             langs = [("tgt_lang", tgt_langs[i])] + ([("src_lang", src_langs[i] if src_langs else "")] if need_src else [])
             for col, lang in langs:
@@ -195,6 +197,10 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         """Which text is the target of sample ``index`` this epoch: transcript or translation."""
         if self.src_texts is None:
             return TARGET_TRANSLATION
+        if self.infer_tgt_lang is not None:  # an explicit choice wins on every split
+            if self.tgt_langs is not None and self.tgt_langs[index] != self.infer_tgt_lang:
+                return TARGET_TRANSCRIPT
+            return TARGET_TRANSLATION
         if self.is_train_split:
             p = self.multitask_asr_prob
             if p <= 0.0:
@@ -203,8 +209,6 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
                 return TARGET_TRANSCRIPT
             draw = np.random.default_rng([self.seed, self.epoch, int(index)]).random()
             return TARGET_TRANSCRIPT if draw < p else TARGET_TRANSLATION
-        if self.infer_tgt_lang is not None and self.tgt_langs is not None and self.tgt_langs[index] != self.infer_tgt_lang:
-            return TARGET_TRANSCRIPT
         return TARGET_TRANSLATION
 
     def _tokenize_target(self, text: str) -> str:

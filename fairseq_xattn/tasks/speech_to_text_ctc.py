@@ -48,8 +48,9 @@ class SpeechToTextCtcConfig(RecordingConfig):
                           "than its translation (ST); needs src_text in the manifest"})
     infer_tgt_lang: Optional[str] = field(
         default=None,
-        metadata={"help": "non-training splits: the target language to produce; the source language gives the "
-                          "transcript (ASR), the target language the translation (default: the translation)"})
+        metadata={"help": "the target language to produce, on every split (for fairseq-generate): the source "
+                          "language gives the transcript (ASR), the target language the translation; default: "
+                          "the multitask draw on training splits, the translation elsewhere"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
 
