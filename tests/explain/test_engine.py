@@ -138,3 +138,10 @@ def test_bad_inputs_give_clear_errors():
 def test_constant_spectrogram_is_explained_without_nan():
     res = explain(RegionOracle(region_mask()), torch.full((T, F), 1.0), target="input", n_masks=64)
     assert np.isfinite(res.saliency).all()
+
+
+def test_model_and_dictionary_of_different_sizes_are_refused_before_any_mask():
+    oracle = RegionOracle(region_mask(), vocab=6)
+    with pytest.raises(ValueError, match="6 symbols but the target dictionary has 7"):
+        Explainer(oracle, ExplainSettings(n_masks=10)).explain("utt1", spectrogram(), TOKENS, EOS, vocab_size=7)
+    assert oracle.calls == []
