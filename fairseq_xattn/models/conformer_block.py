@@ -33,40 +33,43 @@ class FeedForwardModule(nn.Module):
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over channels whose training statistics come from valid frames only.
 
-    Input ``B x C x T`` with padding_mask ``B x T``; padded frames come out as 0.  Same parameters and
-    running buffers as ``nn.BatchNorm1d``, so eval mode is the plain per-channel affine map.
+    Input ``B x T x C`` (channels last) with padding_mask ``B x T``; padded frames come out as 0.
+    Same parameters and running buffers as ``nn.BatchNorm1d``, so eval mode is the plain
+    per-channel affine map.
     """
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        frames = x.transpose(1, 2)  # B x T x C
         valid = ~padding_mask
-        normed = super().forward(frames[valid])  # N x C, statistics over the N valid frames
-        out = frames.new_zeros(frames.shape)
-        out[valid] = normed
-        return out.transpose(1, 2)
+        normed = super().forward(x[valid])  # N x C, statistics over the N valid frames
+        return x.new_zeros(x.shape).index_put((valid,), normed)
 
 
 class ConvolutionModule(nn.Module):
     """LayerNorm -> pointwise (D -> 2D) -> GLU -> depthwise (kernel K) -> BatchNorm -> SiLU ->
-    pointwise (D -> D) -> dropout; ``B x T x D`` with padding_mask ``B x T``."""
+    pointwise (D -> D) -> dropout; ``B x T x D`` with padding_mask ``B x T``.
+
+    The pointwise convolutions are ``nn.Linear`` on channels-last frames (the same weights as a
+    kernel-1 Conv1d, but a plain matrix product instead of a slow 1x1 convolution and two transposes).
+    """
 
     def __init__(self, embed_dim: int, kernel_size: int, dropout: float):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"depthwise convolution kernel must be odd ('same' padding), got {kernel_size}")
         self.layer_norm = nn.LayerNorm(embed_dim)
-        self.pointwise_in = nn.Conv1d(embed_dim, 2 * embed_dim, 1)
+        self.pointwise_in = nn.Linear(embed_dim, 2 * embed_dim)
         self.depthwise = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim)
         self.batch_norm = MaskedBatchNorm1d(embed_dim)
-        self.pointwise_out = nn.Conv1d(embed_dim, embed_dim, 1)
+        self.pointwise_out = nn.Linear(embed_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        x = F.glu(self.pointwise_in(self.layer_norm(x).transpose(1, 2)), dim=1)  # B x D x T
+        x = F.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)  # B x T x D
         # Padded frames must read as the convolution's zero padding for the frames next to them.
-        x = self.depthwise(zero_padded_frames(x, padding_mask, channel_dim=1))
+        x = zero_padded_frames(x, padding_mask, channel_dim=-1)
+        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
         x = F.silu(self.batch_norm(x, padding_mask))
-        return self.dropout(self.pointwise_out(x).transpose(1, 2))
+        return self.dropout(self.pointwise_out(x))
 
 
 class ConformerBlock(nn.Module):
@@ -92,8 +95,8 @@ class ConformerBlock(nn.Module):
         self.final_layer_norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor, pos_enc: torch.Tensor) -> torch.Tensor:
-        x = x + 0.5 * self.ffn1(x)  # half-step (Macaron) FFN
+        x = torch.add(x, self.ffn1(x), alpha=0.5)  # half-step (Macaron) FFN
         x = x + self.attn_dropout(self.self_attn(self.attn_layer_norm(x), pos_enc, padding_mask))
         x = x + self.conv(x, padding_mask)
-        x = x + 0.5 * self.ffn2(x)
+        x = torch.add(x, self.ffn2(x), alpha=0.5)
         return self.final_layer_norm(x)

@@ -4,7 +4,7 @@ score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_pos p(i - j)] / sqrt(d_k), where 
 sinusoidal encoding of the relative position r (ESPnet's ``RelPositionMultiHeadedAttention``,
 "latest" version with positions T-1 .. -(T-1)).  The positional term is computed once per layer as
 a ``B x H x T x T`` bias and handed to ``F.scaled_dot_product_attention`` together with the
-key-padding mask, so the content term runs in torch's fused kernel.
+key-padding mask, so inference (many forward passes for SPES) runs in torch's fused kernel.
 """
 from __future__ import annotations
 
@@ -83,12 +83,16 @@ class RelPositionMultiHeadAttention(nn.Module):
         q_v = q + self.pos_bias_v.unsqueeze(1)
         pos_scores = relative_shift(torch.matmul(q_v, p.transpose(-2, -1)))  # B x H x T x T
         scale = 1.0 / math.sqrt(self.head_dim)
-        bias = pos_scores * scale
-        # Padded keys get -inf; every query row keeps at least one valid key, so no NaN.
-        bias = bias.masked_fill(padding_mask.view(b, 1, 1, t), float("-inf"))
-
         q_u = q + self.pos_bias_u.unsqueeze(1)
-        context = F.scaled_dot_product_attention(
-            q_u, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, scale=scale
-        )  # B x H x T x dk
+        key_mask = padding_mask.view(b, 1, 1, t)
+        # Padded keys get -inf; every query row keeps at least one valid key, so no NaN.
+        if self.training and self.dropout > 0:
+            # With attention dropout torch's CPU kernels fall back to an unfused path that also scans
+            # the mask for all -inf rows; the explicit computation is the same maths, and cheaper.
+            scores = torch.matmul(q_u, k.transpose(-2, -1)).add_(pos_scores).mul_(scale)
+            weights = F.dropout(torch.softmax(scores.masked_fill(key_mask, float("-inf")), dim=-1), self.dropout)
+            context = torch.matmul(weights, v)
+        else:
+            bias = (pos_scores * scale).masked_fill(key_mask, float("-inf"))
+            context = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, scale=scale)  # B x H x T x dk
         return self.out_proj(context.transpose(1, 2).reshape(b, t, self.embed_dim))

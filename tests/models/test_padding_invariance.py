@@ -41,13 +41,13 @@ def test_alone_or_batched_gives_the_same_outputs():
 def test_masked_batch_norm_statistics_come_from_valid_frames_only():
     torch.manual_seed(0)
     bn = MaskedBatchNorm1d(3, momentum=1.0)  # momentum 1: running stats = last batch's stats
-    x = torch.randn(2, 3, 7)
+    x = torch.randn(2, 7, 3)  # B x T x C
     mask = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
-    x[1, :, 4:] = 1000.0
+    x[1, 4:] = 1000.0
     out = bn.train()(x, mask)
-    valid = torch.cat([x[0], x[1, :, :4]], dim=1)  # 3 x 11
-    torch.testing.assert_close(bn.running_mean, valid.mean(1))
-    torch.testing.assert_close(bn.running_var, valid.var(1, unbiased=True))
-    expected = (valid - valid.mean(1, keepdim=True)) / torch.sqrt(valid.var(1, unbiased=False, keepdim=True) + bn.eps)
-    torch.testing.assert_close(torch.cat([out[0], out[1, :, :4]], 1), expected, rtol=1e-5, atol=1e-5)
-    assert torch.all(out[1, :, 4:] == 0)
+    valid = torch.cat([x[0], x[1, :4]], dim=0)  # 11 x 3
+    torch.testing.assert_close(bn.running_mean, valid.mean(0))
+    torch.testing.assert_close(bn.running_var, valid.var(0, unbiased=True))
+    expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + bn.eps)
+    torch.testing.assert_close(torch.cat([out[0], out[1, :4]], 0), expected, rtol=1e-5, atol=1e-5)
+    assert torch.all(out[1, 4:] == 0)

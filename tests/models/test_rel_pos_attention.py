@@ -61,3 +61,17 @@ def test_fused_attention_equals_the_formula_with_masked_keys():
         fused = m(x, relative_positional_encoding(5, 8), padding_mask)
         expected = naive_attention(m, x, padding_mask)
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_path_with_attention_dropout_is_the_same_maths_as_the_fused_path():
+    torch.manual_seed(0)
+    m = RelPositionMultiHeadAttention(embed_dim=8, num_heads=2, dropout=1e-9)  # drops nothing in practice
+    x = torch.randn(2, 6, 8)
+    padding_mask = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    pos = relative_positional_encoding(6, 8)
+    with torch.no_grad():
+        explicit = m.train()(x, pos, padding_mask)
+        fused = m.eval()(x, pos, padding_mask)
+        expected = naive_attention(m, x, padding_mask)
+    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(explicit, expected, rtol=1e-5, atol=1e-5)
