@@ -107,6 +107,10 @@ class FaithfulnessResult:
     n_utterances: int
     rows: List[CurveResult]
     unperturbed_score: float
+    ids: List[str] = field(default_factory=list)
+    references: List[str] = field(default_factory=list)
+    #: label -> mode -> step -> one hypothesis per id
+    hypotheses: Dict[str, Dict[str, List[List[str]]]] = field(default_factory=dict)
 
     def as_dict(self) -> Dict:
         return {"scorer": self.scorer, "percents": self.percents, "n_utterances": self.n_utterances,
@@ -188,4 +192,6 @@ def run_faithfulness(session, explanations: Sequence, ids: Sequence[str], modes:
     first_mode = modes[0]
     # k = 0 of a deletion curve is the unperturbed decoding (any explanation)
     unperturbed = rows[0].curves["deletion"][0] if "deletion" in modes else rows[0].curves[first_mode][-1]
-    return FaithfulnessResult(scorer_name, [int(p) for p in percents], len(ids), rows, float(unperturbed))
+    texts = {expl.label: {m: hyps[(i, m)] for m in modes} for i, expl in enumerate(explanations)}
+    return FaithfulnessResult(scorer_name, [int(p) for p in percents], len(ids), rows, float(unperturbed),
+                              list(ids), refs, texts)

@@ -65,6 +65,8 @@ def add_arguments(parser) -> None:
     gen.add_argument("--cpu", action="store_true")
     parser.add_argument("--json", default=None, help="write curves, AUCs and sizes as JSON")
     parser.add_argument("--csv", default=None, help="write the curves in long format (label, mode, percent, score)")
+    parser.add_argument("--hypotheses", default=None,
+                        help="write every decoded hypothesis as JSON lines (label, mode, percent, id, hyp, ref)")
 
 
 def parse_explanation(text: str):
@@ -99,6 +101,10 @@ def _run(args) -> int:
         label, kind, store, space = parse_explanation(item)
         sources.append(StoreExplanation(kind, store, space=space, label=label, saliency_norm=args.saliency_norm,
                                         aggregation=args.aggregation, pairs=pairs, drop_eos=not args.keep_eos))
+    labels = [s.label for s in sources]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ExplanationError(f"several explanations are labelled {dupes}: name them with LABEL=KIND:STORE")
     ids = check_same_ids(sources)
     if args.max_utterances:
         ids = ids[: args.max_utterances]
@@ -132,4 +138,12 @@ def _run(args) -> int:
                 for mode, curve in row.curves.items():
                     for k, v in zip(result.percents, curve):
                         w.writerow([row.label, row.space, mode, k, v])
+    if args.hypotheses:
+        with open(args.hypotheses, "w", encoding="utf-8") as f:
+            for label, by_mode in result.hypotheses.items():
+                for mode, steps in by_mode.items():
+                    for k, texts in zip(result.percents, steps):
+                        for utt, hyp, ref in zip(result.ids, texts, result.references):
+                            f.write(json.dumps({"label": label, "mode": mode, "percent": k, "id": utt,
+                                                "hyp": hyp, "ref": ref}) + "\n")
     return 0

@@ -38,3 +38,36 @@ def write_saliency_store(path, records: Dict[str, np.ndarray], target: str,
                     "subsampling": subsampling, "prefix_len": prefix_len, "n_masks": 8}
             w.write(utt, {"saliency": sal}, meta)
     return path
+
+
+def write_oracle_stores(data_dir, out_dir, split: str = "test", seed: int = 0):
+    """Saliency (input and encoder) and attention stores for a tiny_s2t split, from its word timings.
+
+    Each content token's map is 1 on its word's frames (encoder frames: the windows they fall in),
+    EOS gets noise.  Returns the paths of (input saliency, encoder saliency, attention) stores.
+    """
+    import csv
+    import math
+    from pathlib import Path
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    rows = list(csv.DictReader(open(data_dir / f"{split}.tsv"), delimiter="\t"))
+    words = list(csv.DictReader(open(data_dir / f"{split}.words.tsv"), delimiter="\t"))
+    rng = np.random.default_rng(seed)
+    sx, sh, ca, toks = {}, {}, {}, {}
+    for r in rows:
+        u, T = r["id"], int(r["n_frames"])
+        Tp = math.ceil(T / 4)
+        spans = [(int(w["start_frame"]), int(w["end_frame"])) for w in words if w["id"] == u]
+        I = len(spans) + 1
+        m, e, a = np.zeros((I, T, 80)), np.zeros((I, Tp)), np.full((2, 2, I, Tp), 1e-3)
+        for i, (s, t) in enumerate(spans):
+            m[i, s:t] = 1.0
+            e[i, s // 4:(t + 3) // 4] = 1.0
+            a[:, :, i, s // 4:(t + 3) // 4] = 1.0
+        m[-1], e[-1] = rng.random((T, 80)), rng.random(Tp)
+        sx[u], sh[u], ca[u] = m + 0.01 * rng.random(m.shape), e, a / a.sum(-1, keepdims=True)
+        toks[u] = list(range(4, 4 + I - 1)) + [2]
+    return (write_saliency_store(out_dir / "sx", sx, "input", tokens=toks),
+            write_saliency_store(out_dir / "sh", sh, "encoder", tokens=toks),
+            write_attention_store(out_dir / "ca", ca, tokens=toks))
