@@ -92,3 +92,10 @@ def test_cross_attention_modules_are_the_decoder_layers_stock_attention():
     _, weights = modules[0](query, enc, enc, need_weights=True, need_head_weights=True, static_kv=True)
     assert weights.shape == (4, 2, 5, 9)
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2, 5))
+
+
+def test_intermediate_ctc_layer_outside_the_encoder_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"--ctc-src-layer 3 is outside the encoder's 1\.\.2 layers"):
+        build_small_model(FakeTask(make_dictionary(25)), ctc_src_layer=3)
