@@ -68,7 +68,7 @@ class MaskSampler:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(stable_seed(self.seed, self.utt_id, level, block))
             draw = torch.rand(BLOCK, self.units[level], generator=gen, device=self.device)
-            if len(self._cache) > 4:  # a batch spans few blocks: keep memory bounded
+            if len(self._cache) >= 4 * len(self.units):  # a batch spans few blocks: bound memory
                 self._cache.clear()
             self._cache[key] = draw < self.p
         return self._cache[key]

@@ -78,10 +78,11 @@ class SpeechExplainConfig(SpeechToTextCtcConfig):
     shard_id: int = II("dataset.shard_id")
 
 
-def _int_or(value, default: int) -> int:
+def _cfg_int(cfg, name: str, default: int) -> int:
+    """An int option that may be an interpolation of the global config (absent outside fairseq-generate)."""
     try:
-        return int(value)
-    except (TypeError, ValueError):  # an unresolved interpolation (no dataset config): not sharded
+        return int(getattr(cfg, name, default))
+    except Exception:  # unresolvable ${dataset.*} (task built without a dataset config): not sharded
         return default
 
 
@@ -125,10 +126,10 @@ class SpeechExplainTask(SpeechToTextCtcTask):
 
     # -- sharding -----------------------------------------------------------------------------
     def get_batch_iterator(self, dataset, *args, num_shards=1, shard_id=0, **kwargs):
-        cfg_shards = _int_or(getattr(self.cfg, "num_shards", 1), 1)
+        cfg_shards = _cfg_int(self.cfg, "num_shards", 1)
         if num_shards <= 1 and cfg_shards > 1:
             # fairseq-generate passes only distributed ranks; --num-shards/--shard-id shard here.
-            num_shards, shard_id = cfg_shards, _int_or(getattr(self.cfg, "shard_id", 0), 0)
+            num_shards, shard_id = cfg_shards, _cfg_int(self.cfg, "shard_id", 0)
             if not 0 <= shard_id < num_shards:
                 raise ValueError(f"--shard-id {shard_id} must be in [0, --num-shards {num_shards})")
         self._shard = (int(shard_id), int(num_shards))
