@@ -44,7 +44,7 @@ def leading_lang_tags(token_strings: Sequence[str]) -> int:
 
 def record_meta(tokens: Sequence[int], token_strings: Sequence[str], text: str, reference: Optional[str],
                 n_frames: int, n_encoder_frames: int, num_layers: int, num_heads: int, prefix_len: int,
-                score: float, positional_scores: Sequence[float], source: str) -> Dict[str, Any]:
+                score: float, source: str) -> Dict[str, Any]:
     """Per-record metadata of the cross-attention store (schema in docs/generation.md)."""
     return {
         "tokens": [int(t) for t in tokens],
@@ -58,7 +58,6 @@ def record_meta(tokens: Sequence[int], token_strings: Sequence[str], text: str, 
         "heads": int(num_heads),
         "prefix_len": int(prefix_len),
         "score": float(score),
-        "positional_scores": [float(x) for x in positional_scores],
         "source": source,
     }
 

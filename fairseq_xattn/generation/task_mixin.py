@@ -217,7 +217,9 @@ class RecordingTaskMixin:
             self._text_codecs_cache = (self.build_tokenizer(cfg), self.build_bpe(cfg))
         return self._text_codecs_cache
 
-    def _decode(self, tokens: torch.Tensor, strip) -> str:
+    def _decode(self, tokens: List[int], strip) -> str:
+        """Text as fairseq-generate prints it (D- lines): symbols, then BPE and tokenizer decoding."""
+        # a list, not a tensor: Dictionary.string is several times slower on tensor elements
         text = self.target_dictionary.string(tokens, escape_unk=True, extra_symbols_to_ignore=strip)
         tokenizer, bpe = self._text_codecs()
         if bpe is not None:
@@ -264,19 +266,18 @@ class RecordingTaskMixin:
         for i, utt_id in enumerate(utt_ids):
             reference = None
             if targets is not None:
-                reference = self._decode(targets[i][targets[i].ne(tgt_dict.pad())].cpu(), strip)
+                reference = self._decode(targets[i][targets[i].ne(tgt_dict.pad())].tolist(), strip)
             for rank, hypo in enumerate(hypos[i]):
                 if "cross_attention" not in hypo:
                     continue  # beyond --nbest
-                tokens = hypo["tokens"].cpu()
-                token_strings = [tgt_dict[t] for t in tokens.tolist()]
+                tokens = hypo["tokens"].tolist()
+                token_strings = [tgt_dict[t] for t in tokens]
                 xattn = hypo["cross_attention"]
                 prefix_len = prefix_tokens.size(1) if prefix_tokens is not None and source == "beam_search" \
                     else leading_lang_tags(token_strings)
                 meta = record_meta(
-                    tokens.tolist(), token_strings, self._decode(tokens, strip), reference,
+                    tokens, token_strings, self._decode(tokens, strip), reference,
                     n_frames=src_lengths[i], n_encoder_frames=xattn.size(-1), num_layers=xattn.size(0),
-                    num_heads=xattn.size(1), prefix_len=prefix_len, score=float(hypo["score"]),
-                    positional_scores=hypo["positional_scores"].tolist(), source=source,
+                    num_heads=xattn.size(1), prefix_len=prefix_len, score=float(hypo["score"]), source=source,
                 )
                 writer.write(utt_id, rank, xattn.cpu().numpy(), meta)
