@@ -15,13 +15,13 @@ Splits: ``train``; ``dev`` and ``test`` (sentences never in train, training voic
 
 Determinism: sentences, voices, rates, pitches and noise come from numpy generators seeded by
 (seed, split, index); every synthesis runs in a freshly forked child of a worker that has never
-synthesised (espeak-ng drifts across syntheses in one process).  Same seed -> same bytes.
+synthesised (espeak-ng drifts across syntheses in one process), with espeak's random source
+seeded per utterance.  Same seed -> same bytes, whatever the number of workers.
 """
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .grammar import Phrase, SentenceGrammar
+from .worker_pool import LeanWorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +200,10 @@ def build_corpus(out, size: int = 8000, seed: int = 1, workers: Optional[int] = 
     plan = plan_corpus(out, size, seed, eval_size)
     jobs = [it["jobs"][lang] for split in SPLITS for it in plan[split] for lang in ("en", "it")]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    # 'fork' workers (POSIX) that only initialise espeak; each synthesis forks again from them.
-    ctx = multiprocessing.get_context("fork")
+    # lean worker processes (no torch) that only initialise espeak; each synthesis forks from them
     results: Dict[str, Dict] = {}
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        for res in _progress(pool.imap(synthesize_utterance, jobs, chunksize=4), len(jobs), "synthesising", progress):
+    with LeanWorkerPool(workers) as pool:
+        for res in _progress(pool.map("synthesize_utterance", jobs), len(jobs), "synthesising", progress):
             results[res["id"]] = res
 
     (out / "timings").mkdir(exist_ok=True)
