@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -64,6 +65,15 @@ def _languages(m: Manifest, i: int, src_lang: Optional[str], tgt_lang: Optional[
     return src, tgt
 
 
+def _features_job(job):
+    key, wav, where = job
+    try:
+        feats, dur = audio_file_fbank(wav)
+    except AudioError as e:
+        raise ManifestError(f"{where}: {e}") from None
+    return key, feats, dur
+
+
 def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], has_source_vocab: bool = True) -> Path:
     import yaml
 
@@ -94,12 +104,14 @@ def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], ha
 
 def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_size: int = 8000,
             src_vocab_size: Optional[int] = None, lang_tags: str = "auto", src_lang: Optional[str] = None,
-            tgt_lang: Optional[str] = None, specaugment: Optional[str] = "lb", progress: bool = False) -> Dict:
+            tgt_lang: Optional[str] = None, specaugment: Optional[str] = "lb", progress: bool = False,
+            workers: Optional[int] = 1) -> Dict:
     """Prepare ``out_dir`` from the raw manifests ``<input_dir>/<split>.tsv``; returns a summary.
 
     ``splits``: default every one of train, dev, test, test_voices that exists (train required;
     every split whose name starts with "train" trains the SentencePiece models).
     ``lang_tags``: "auto" (on when there are translations), "yes" or "no".
+    ``workers``: processes computing filterbanks (None: CPU count).
     """
     input_dir, out = Path(input_dir), Path(out_dir)
     if splits is None:
@@ -138,17 +150,19 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
     total = sum(len(v) for v in plan.values())
     zip_path = out / ZIP_NAME
     seconds = 0.0
-    with FeatureZipWriter(zip_path) as zw:
-        jobs = ((s, row) for s in splits for row in plan[s])
-        for s, row in _progress(jobs, total, "filterbanks", progress):
-            try:
-                feats, dur = audio_file_fbank(row["wav"])
-            except AudioError as e:
-                raise ManifestError(f"{row['where']}: {e}") from None
-            key = f"{s}/{row['id']}"
-            zw.add(key, feats)
-            n_frames[key] = int(feats.shape[0])
-            seconds += dur
+    jobs = [(f"{s}/{row['id']}", row["wav"], row["where"]) for s in splits for row in plan[s]]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(_features_job, jobs, chunksize=8) if pool else map(_features_job, jobs)
+        with FeatureZipWriter(zip_path) as zw:
+            for key, feats, dur in _progress(results, total, "filterbanks", progress):
+                zw.add(key, feats)  # in job order: the zip is the same for any number of workers
+                n_frames[key] = int(feats.shape[0])
+                seconds += dur
+    finally:
+        if pool is not None:
+            pool.terminate()
     refs = zip_manifest(zip_path, ZIP_NAME)
 
     # 3. vocabularies (from the training splits)
@@ -196,6 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src-lang", default=None, help="source language when the manifest has no src_lang column")
     parser.add_argument("--tgt-lang", default=None, help="target language when the manifest has no tgt_lang column")
     parser.add_argument("--specaugment", default="lb", help=f"training SpecAugment policy: {', '.join(SPECAUGMENT_POLICIES)} or none")
+    parser.add_argument("--workers", type=int, default=None, help="filterbank processes (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -206,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
                       vocab_size=args.vocab_size, src_vocab_size=args.src_vocab_size, lang_tags=args.lang_tags,
                       src_lang=args.src_lang, tgt_lang=args.tgt_lang,
                       specaugment=None if args.specaugment == "none" else args.specaugment,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, workers=args.workers)
     print(f"prepared {summary['splits']} ({summary['hours']} h of audio, language tags {summary['lang_tags'] or 'none'}) "
           f"in {args.out} in {time.time() - t0:.1f} s")
     return 0

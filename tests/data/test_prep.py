@@ -99,8 +99,9 @@ def test_missing_and_unreadable_audio_are_named(tiny_corpus_and_data, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF garbage" * 20)
     (raw / "train.tsv").write_text(text.replace(first_wav, str(bad)), encoding="utf-8")
-    with pytest.raises(ManifestError, match=r"line 2 \(id 'train_00000_en'\): cannot read audio file .*bad.wav"):
-        prepare(raw, tmp_path / "out")
+    for workers in (1, 2):  # the error crosses the process boundary intact
+        with pytest.raises(ManifestError, match=r"line 2 \(id 'train_00000_en'\): cannot read audio file .*bad.wav"):
+            prepare(raw, tmp_path / "out", workers=workers)
 
 
 def test_language_tags_need_languages(tiny_corpus_and_data, tmp_path):
