@@ -41,6 +41,8 @@ def train_sentencepiece(sentences: Iterable[str], model_prefix: Path, vocab_size
     )
     if user_symbols:
         kwargs["user_defined_symbols"] = list(user_symbols)
+    if hasattr(spm, "set_random_generator_seed"):
+        spm.set_random_generator_seed(1)  # reproducible sampling of training sentences
     try:
         spm.SentencePieceTrainer.train(**kwargs)
     finally:
