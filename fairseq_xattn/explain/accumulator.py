@@ -36,8 +36,10 @@ class SaliencyAccumulator:
         self.count[level] += occ.sum(0)
         self.n_masks += int(scores.shape[0])
 
-    def saliency(self) -> torch.Tensor:
-        """The map ``I x <cell shape>`` (``I x T x F`` or ``I x T'``), float64."""
-        num = sum(n[:, lab] for n, lab in zip(self.numerator, self.labels))
-        cnt = sum(c[lab] for c, lab in zip(self.count, self.labels))
+    def saliency(self, *others: "SaliencyAccumulator") -> torch.Tensor:
+        """The map ``I x <cell shape>`` (``I x T x F`` or ``I x T'``), float64, of this accumulator's
+        masks together with those of ``others`` (accumulators over the same units)."""
+        parts = (self,) + others
+        num = sum(sum(a.numerator[lv] for a in parts)[:, lab] for lv, lab in enumerate(self.labels))
+        cnt = sum(sum(a.count[lv] for a in parts)[lab] for lv, lab in enumerate(self.labels))
         return torch.where(cnt > 0, num / cnt.clamp_min(1.0), torch.zeros_like(num))

@@ -1,13 +1,18 @@
 """When has a saliency map converged?  Used for the optional early stop and the convergence curves.
 
-Criterion (``early_stop``): every ``interval`` masks (from ``min_masks`` on), the current map is
-compared with the map at the previous check; both are normalised per token with the SPES chain
-(single_mean_std then paired_min_max, as the analysis does) and flattened, and the explanation stops
-when their Pearson correlation reaches ``threshold``.  Masks come in the same order whatever the
-stop, so an early-stopped map is exactly the N-mask prefix of the full run.
+Criterion (split-half reliability): the masks are split by the parity of their index into two
+independent halves, each with its own accumulator.  At every check (each ``interval`` masks, from
+``min_masks`` on) the maps of the two halves are normalised per token with the SPES chain
+(single_mean_std then paired_min_max, as the analysis does) and correlated: ``r_half``.  If a map is
+the truth plus noise whose variance falls as 1/N, then ``a = (1/r_half - 1) / 2`` is the
+noise-to-signal ratio of the whole N-mask map, and its expected correlation with the converged map
+is ``1 / sqrt(1 + a)``.  The explanation stops when that estimate reaches ``threshold`` (e.g. 0.99).
+Masks come in the same order whatever the stop, so an early-stopped map is exactly the N-mask prefix
+of the full run.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -27,31 +32,37 @@ def map_correlation(a: np.ndarray, b: np.ndarray, chain: str = "spes") -> float:
     return float((x * y).sum() / den)
 
 
+def predicted_correlation(r_half: float) -> float:
+    """Expected correlation of the whole map with the converged map, from the split-half r."""
+    if r_half <= 0:
+        return 0.0
+    if r_half >= 1:
+        return 1.0
+    noise_to_signal = (1.0 / r_half - 1.0) / 2.0
+    return 1.0 / math.sqrt(1.0 + noise_to_signal)
+
+
 class ConvergenceMonitor:
     """Decides the early stop; ``threshold`` <= 0 disables it."""
 
-    def __init__(self, threshold: float = 0.0, interval: int = 1000, min_masks: int = 2000):
-        if threshold > 1:
-            raise ValueError(f"early-stop threshold is a correlation, at most 1 (got {threshold})")
-        if threshold > 0 and interval < 1:
-            raise ValueError(f"early-stop interval must be >= 1 mask (got {interval})")
+    def __init__(self, threshold: float = 0.0, interval: int = 500, min_masks: int = 1000):
+        if threshold >= 1:
+            raise ValueError(f"early-stop threshold is a correlation below 1 (got {threshold})")
+        if threshold > 0 and interval < 2:
+            raise ValueError(f"early-stop interval must be >= 2 masks (got {interval})")
         self.threshold = threshold
         self.interval = interval
         self.min_masks = min_masks
-        self._previous: Optional[np.ndarray] = None
-        self.last_correlation: Optional[float] = None
+        self.last_estimate: Optional[float] = None
 
     @property
     def enabled(self) -> bool:
         return self.threshold > 0
 
     def is_check_point(self, n_masks: int) -> bool:
-        return self.enabled and n_masks % self.interval == 0
+        return self.enabled and n_masks >= self.min_masks and n_masks % self.interval == 0
 
-    def converged(self, n_masks: int, saliency: np.ndarray) -> bool:
-        """Call at check points with the map of the first ``n_masks`` masks."""
-        previous, self._previous = self._previous, saliency
-        if previous is None:
-            return False
-        self.last_correlation = map_correlation(previous, saliency)
-        return n_masks >= self.min_masks and self.last_correlation >= self.threshold
+    def converged(self, half_a: np.ndarray, half_b: np.ndarray) -> bool:
+        """Call at check points with the maps of the even- and odd-indexed masks so far."""
+        self.last_estimate = predicted_correlation(map_correlation(half_a, half_b))
+        return self.last_estimate >= self.threshold

@@ -43,9 +43,9 @@ class ExplainSettings:
     sigma: float = 0.0
     threshold_seconds: float = 7.5
     frame_shift_seconds: float = 0.01
-    early_stop: float = 0.0                   # Pearson r between consecutive checks; 0 = off
-    early_stop_interval: int = 1000
-    early_stop_min_masks: int = 2000
+    early_stop: float = 0.0                   # predicted r with the converged map (convergence.py); 0 = off
+    early_stop_interval: int = 500
+    early_stop_min_masks: int = 1000
     # speed knobs (do not change the map beyond float rounding)
     mask_batch_size: int = 0                  # 0 = automatic (memory budget)
     budget_mask_frames: int = 32768
@@ -136,7 +136,8 @@ class Explainer:
             raise ValueError(f"utterance {utt_id!r}: token id {int(target_tokens.max())} is outside the model's "
                              f"vocabulary ({ref.shape[-1]} symbols)")
         positional = ref.gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
-        acc = SaliencyAccumulator(target_tokens.numel(), ctx.labels, ctx.units_per_level)
+        # Two accumulators, masks of even and odd index: the split-half early-stop estimate needs them.
+        halves = [SaliencyAccumulator(target_tokens.numel(), ctx.labels, ctx.units_per_level) for _ in range(2)]
         sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device)
         monitor = ConvergenceMonitor(s.early_stop, s.early_stop_interval, s.early_stop_min_masks)
         batch = self.mask_batch_size(ctx.n_cells)
@@ -155,20 +156,24 @@ class Explainer:
             masks = sampler.batch(done, limit - done)
             scores = self.scorer(ref, self.perturbation.logprobs(self.adapter, ctx, masks, prev))  # N x I
             for level, rows in masks.rows.items():
-                acc.add(level, scores[rows], masks.occluded[level])
+                parity = (rows + done) % 2
+                for half in (0, 1):
+                    sel = (parity == half).nonzero().flatten()
+                    halves[half].add(level, scores[rows[sel]], masks.occluded[level][sel])
             if bar is not None:
                 bar.update(limit - done)
             done = limit
             if done in stops:
-                taken[done] = acc.saliency().cpu().numpy().astype(np.float32)
-            if monitor.is_check_point(done) and monitor.converged(done, acc.saliency().cpu().numpy()):
-                logger.info("utterance %s: converged after %d masks (r=%.4f)", utt_id, done,
-                            monitor.last_correlation)
+                taken[done] = halves[0].saliency(halves[1]).cpu().numpy().astype(np.float32)
+            if monitor.is_check_point(done) and monitor.converged(halves[0].saliency().cpu().numpy(),
+                                                                  halves[1].saliency().cpu().numpy()):
+                logger.info("utterance %s: converged after %d masks (predicted r with the converged map "
+                            "%.4f)", utt_id, done, monitor.last_estimate)
                 break
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - start_time
-        return Explanation(acc.saliency().cpu().numpy().astype(np.float32),
+        return Explanation(halves[0].saliency(halves[1]).cpu().numpy().astype(np.float32),
                            positional.cpu().numpy().astype(np.float32), done, seconds, taken,
                            list(ctx.units_per_level), ctx.n_encoder_frames, int(ref.shape[-1]))
 

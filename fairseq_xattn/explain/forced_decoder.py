@@ -43,7 +43,8 @@ class FrameZeroingState:
     """Per-utterance cache for decoder-only passes with zeroed encoder frames."""
 
     encoded: Dict[str, Any]
-    # Per decoder layer: (K, V, bias_k, bias_v), K/V ``H x T' x d``, biases ``H x 1 x d``; None = plain path.
+    # Per decoder layer: (K - bias_k, V - bias_v, bias_k, bias_v) as ``1 x H x T' x d`` and ``1 x H x 1 x d``;
+    # None = plain path.
     kv: Optional[List[tuple]] = None
 
 
@@ -126,11 +127,11 @@ class FairseqForcedDecoder:
         for attn in self._cross_attentions():
             heads, d = attn.num_heads, attn.head_dim
 
-            def per_head(x):  # T' x 1 x (H*d) -> H x T' x d
-                return x.reshape(x.shape[0], heads, d).transpose(0, 1).contiguous()
+            def per_head(x):  # T' x 1 x (H*d) -> 1 x H x T' x d
+                return x.reshape(x.shape[0], heads, d).transpose(0, 1).unsqueeze(0).contiguous()
 
-            state.kv.append((per_head(attn.k_proj(h)), per_head(attn.v_proj(h)),
-                             per_head(attn.k_proj(zero)), per_head(attn.v_proj(zero))))
+            bias_k, bias_v = per_head(attn.k_proj(zero)), per_head(attn.v_proj(zero))
+            state.kv.append((per_head(attn.k_proj(h)) - bias_k, per_head(attn.v_proj(h)) - bias_v, bias_k, bias_v))
         if not self._kv_reuse_checked:
             self._check_kv_reuse(state)
         return state
@@ -152,13 +153,15 @@ class FairseqForcedDecoder:
     def _kv_reuse_zeroed(self, state: FrameZeroingState, zeroed: torch.Tensor, prev: torch.Tensor):
         n = zeroed.shape[0]
         h = self.encoder_states(state.encoded)
-        z = zeroed[:, None, :, None]  # N x 1 x T' x 1
+        keep = (~zeroed)[:, None, :, None].to(h.dtype)  # N x 1 x T' x 1
         incremental: Dict[str, Dict[str, Optional[torch.Tensor]]] = {}
         pm = self._padding_mask(state.encoded)
-        for attn, (k, v, bk, bv) in zip(self._cross_attentions(), state.kv):
+        for attn, (dk, dv, bk, bv) in zip(self._cross_attentions(), state.kv):
+            # bias + keep * (K - bias): K where kept, the bias row where zeroed (one fused op; 3x
+            # faster than torch.where on CPU).  N x H x T' x d.
             attn._set_input_buffer(incremental, {
-                "prev_key": torch.where(z, bk.unsqueeze(0), k.unsqueeze(0)),  # N x H x T' x d
-                "prev_value": torch.where(z, bv.unsqueeze(0), v.unsqueeze(0)),
+                "prev_key": torch.addcmul(bk, dk, keep),
+                "prev_value": torch.addcmul(bv, dv, keep),
                 "prev_key_padding_mask": pm.expand(n, -1) if pm is not None else None,
             })
 

@@ -145,3 +145,12 @@ def test_model_and_dictionary_of_different_sizes_are_refused_before_any_mask():
     with pytest.raises(ValueError, match="6 symbols but the target dictionary has 7"):
         Explainer(oracle, ExplainSettings(n_masks=10)).explain("utt1", spectrogram(), TOKENS, EOS, vocab_size=7)
     assert oracle.calls == []
+
+
+def test_split_half_prediction_formula():
+    from fairseq_xattn.explain.convergence import predicted_correlation
+
+    # r_half = 1/3: noise-to-signal of the whole map a = (3 - 1) / 2 = 1 -> 1 / sqrt(2)
+    assert predicted_correlation(1 / 3) == pytest.approx(2 ** -0.5)
+    assert predicted_correlation(1.0) == 1.0 and predicted_correlation(-0.2) == 0.0
+    assert predicted_correlation(0.9) > 0.9   # the whole map is more reliable than a half
