@@ -131,13 +131,15 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
         is_train_split = split.startswith("train")
         pre_tokenizer = self.build_tokenizer(self.args)
         bpe_tokenizer = self.build_bpe(self.args)
-        src_bpe = build_tokenizer_from_config(self.src_bpe_tokenizer_cfg) if self.src_bpe_tokenizer_cfg else bpe_tokenizer
+        # the source vocabulary has its own SentencePiece model; without one it is the target's
         has_src_vocab = self.data_cfg.config.get("src_vocab_filename") is not None
+        src_bpe = build_tokenizer_from_config(self.src_bpe_tokenizer_cfg) \
+            if has_src_vocab and self.src_bpe_tokenizer_cfg else bpe_tokenizer
         datasets = [
             load_s2t_ctc_dataset(
                 self.cfg.data, name, self.data_cfg, self.tgt_dict, self.src_dict, is_train_split,
                 pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer,
-                src_bpe_tokenizer=src_bpe if has_src_vocab else bpe_tokenizer,
+                src_bpe_tokenizer=src_bpe,
                 multitask_asr_prob=float(self.cfg.multitask_asr_prob), infer_tgt_lang=self.cfg.infer_tgt_lang,
                 seed=int(self.cfg.seed))
             for name in split.split(",")

@@ -68,6 +68,7 @@ class UtteranceJob:
     pitch: int
     snr_db: float
     noise_seed: List[int]
+    espeak_seed: int  # espeak's own random source (breathy voice variants)
     wav_path: str
 
 
@@ -79,7 +80,7 @@ def synthesize_utterance(job: UtteranceJob) -> Dict:
     from .espeak import SAMPLE_RATE, synthesize_in_fresh_process
     from .timings import word_timings
 
-    syn = synthesize_in_fresh_process(job.text, job.voice, job.rate, job.pitch, seed=job.noise_seed[-2] * 2 + job.noise_seed[-1] + 1)
+    syn = synthesize_in_fresh_process(job.text, job.voice, job.rate, job.pitch, seed=job.espeak_seed)
     if len(syn.audio) == 0:
         raise RuntimeError(f"espeak-ng produced no audio for {job.utt_id} ({job.text!r}, voice {job.voice})")
     words = word_timings(job.text, syn, SAMPLE_RATE)
@@ -138,6 +139,7 @@ def _voice_settings(seed: int, split_index: int, k: int, lang_index: int, voices
         "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
         "snr_db": float(rng.uniform(*SNR_DB_RANGE)),
         "noise_seed": [seed, 2, split_index, k, lang_index],
+        "espeak_seed": int(rng.integers(1, 2 ** 31 - 1)),
     }
 
 
