@@ -123,3 +123,26 @@ def test_italian_agreement_articles_and_reordering():
 def test_too_small_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--size 4 is too small"):
         build.build_corpus(tmp_path, size=4, eval_size=2)
+
+
+def test_worker_errors_reach_the_caller_with_the_voice_named(tmp_path):
+    from fairseq_xattn.data.corpus.worker_pool import LeanWorkerPool
+
+    job = build.UtteranceJob(utt_id="x_en", text="the cat", lang="en", voice="en+no-such-voice", rate=175,
+                             pitch=50, snr_db=40.0, noise_seed=[1], espeak_seed=1, wav_path=str(tmp_path / "x.wav"))
+    with LeanWorkerPool(1) as pool:
+        with pytest.raises(RuntimeError, match="does not know the voice .en\\+no-such-voice."):
+            list(pool.map("synthesize_utterance", [job]))
+        ok = build.UtteranceJob(**{**job.__dict__, "voice": "en-us"})
+        (res,) = list(pool.map("synthesize_utterance", [ok]))  # the worker survives the error
+    assert [w["word"] for w in res["words"]] == ["the", "cat"] and (tmp_path / "x.wav").is_file()
+
+
+def test_every_configured_voice_exists():
+    from fairseq_xattn.data.corpus.espeak import Espeak
+
+    espeak = Espeak.get()  # initialising only: this test process never synthesises
+    for voice in build.EN_TRAIN_VOICES + build.EN_HELDOUT_VOICES + build.IT_TRAIN_VOICES + build.IT_HELDOUT_VOICES:
+        espeak.check_voice(voice)
+    with pytest.raises(ValueError, match="no variant 'm99'"):
+        espeak.check_voice("en+m99")

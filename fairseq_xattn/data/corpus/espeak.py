@@ -19,6 +19,7 @@ import os
 import pickle
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -138,11 +139,22 @@ class Espeak:
         self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         ctypes.CDLL(None).srand(ctypes.c_uint(seed & 0xFFFFFFFF))
 
+    def check_voice(self, voice: str) -> None:
+        """Raise ValueError unless ``voice`` ("language[+variant]") is known.  espeak itself
+        silently ignores an unknown variant, so variants are checked against its voices/!v folder."""
+        import espeakng_loader
+
+        _, _, variant = voice.partition("+")
+        variants = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+        if variant and not (variants / variant).is_file():
+            raise ValueError(f"espeak-ng does not know the voice {voice!r} (no variant {variant!r} in {variants})")
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"espeak-ng does not know the voice {voice!r}")
+
     def synthesize(self, text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int = 0) -> Synthesis:
         """Speak ``text`` with ``voice`` (e.g. "en-us+f3") at ``rate`` words per minute."""
         self.seed(seed)
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"espeak-ng does not know the voice {voice!r}")
+        self.check_voice(voice)
         self.lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
         self.lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
         self._chunks = []
