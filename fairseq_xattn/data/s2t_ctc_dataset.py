@@ -156,6 +156,12 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         self.seed = seed
         self.epoch = 1
         self._where = where or [f"{split}, row {i + 1}" for i in range(len(audio_paths))]
+        if (is_train_split and 0.0 < self.multitask_asr_prob and not cfg.prepend_tgt_lang_tag
+                and any(a != b for a, b in zip(src_texts, tgt_texts))):
+            # without a language tag the decoder cannot know whether to transcribe or translate
+            raise ValueError(f"{self._where[0].split(', line')[0]}: multitask ASR+ST training (--multitask-asr-prob "
+                             f"{multitask_asr_prob}) needs language tags: set prepend_tgt_lang_tag: true in config.yaml "
+                             f"(xattn prep --lang-tags yes) or --multitask-asr-prob 0")
         self._check_lang_tags(cfg, tgt_dict, src_texts, src_langs, tgt_langs, is_train_split)
         if infer_tgt_lang is not None:
             self._check_infer_lang(src_texts, src_langs, tgt_langs)

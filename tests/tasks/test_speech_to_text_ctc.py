@@ -174,6 +174,17 @@ def test_bad_manifests_are_named(data, tmp_path):
             task.load_dataset("train")
 
 
+def test_multitask_without_language_tags_is_refused(data, tmp_path):
+    copy = _copy_data(data, tmp_path / "notags", lambda h, r: (h, r))
+    (copy / "config.yaml").unlink()
+    text = (data / "config.yaml").read_text().replace("prepend_tgt_lang_tag: true", "prepend_tgt_lang_tag: false")
+    (copy / "config.yaml").write_text(text)
+    task = make_task(copy, multitask_asr_prob=0.5)
+    with pytest.raises(ValueError, match=r"train.tsv: multitask ASR\+ST training .* needs language tags"):
+        task.load_dataset("train")
+    make_task(copy, multitask_asr_prob=0.0).load_dataset("train")  # single-task ST is fine
+
+
 def test_batch_iterator_keeps_every_utterance_and_detects_drops(data, monkeypatch):
     task = make_task(data)
     task.load_dataset("train")
