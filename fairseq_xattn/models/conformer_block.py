@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .channels_last_conv import ChannelsLastConv1d
 from .masking import zero_padded_frames
 from .rel_pos_attention import RelPositionMultiHeadAttention
 
@@ -58,7 +59,9 @@ class ConvolutionModule(nn.Module):
             raise ValueError(f"depthwise convolution kernel must be odd ('same' padding), got {kernel_size}")
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.pointwise_in = nn.Linear(embed_dim, 2 * embed_dim)
-        self.depthwise = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim)
+        self.depthwise = ChannelsLastConv1d(
+            embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim
+        )
         self.batch_norm = MaskedBatchNorm1d(embed_dim)
         self.pointwise_out = nn.Linear(embed_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
@@ -67,7 +70,7 @@ class ConvolutionModule(nn.Module):
         x = F.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)  # B x T x D
         # Padded frames must read as the convolution's zero padding for the frames next to them.
         x = zero_padded_frames(x, padding_mask, channel_dim=-1)
-        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        x = self.depthwise(x)
         x = F.silu(self.batch_norm(x, padding_mask))
         return self.dropout(self.pointwise_out(x))
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .channels_last_conv import ChannelsLastConv1d
 from .masking import lengths_to_padding_mask, zero_padded_frames
 
 
@@ -41,17 +42,17 @@ class Conv1dSubsampler(nn.Module):
             raise ValueError(f"subsampler conv channels must be even (GLU halves them), got {mid_channels}")
         self.convs = nn.ModuleList(
             [
-                nn.Conv1d(in_channels, mid_channels, kernel_size, stride=2, padding=kernel_size // 2),
-                nn.Conv1d(mid_channels // 2, 2 * out_channels, kernel_size, stride=2, padding=kernel_size // 2),
+                ChannelsLastConv1d(in_channels, mid_channels, kernel_size, stride=2, padding=kernel_size // 2),
+                ChannelsLastConv1d(mid_channels // 2, 2 * out_channels, kernel_size, stride=2, padding=kernel_size // 2),
             ]
         )
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         """features ``B x T x F``, lengths ``B`` -> (``B x T' x D``, lengths ``B``)."""
-        x = features.transpose(1, 2)  # B x F x T
+        x = features
         for conv in self.convs:
             # Zero what lies beyond each utterance so it reads like the convolution's own zero padding.
-            x = zero_padded_frames(x, lengths_to_padding_mask(lengths, x.size(2)), channel_dim=1)
-            x = F.glu(conv(x), dim=1)
+            x = zero_padded_frames(x, lengths_to_padding_mask(lengths, x.size(1)), channel_dim=-1)
+            x = F.glu(conv(x), dim=-1)
             lengths = subsampled_lengths(lengths, n_convs=1)
-        return x.transpose(1, 2), lengths
+        return x, lengths
