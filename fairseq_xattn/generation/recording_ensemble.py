@@ -85,9 +85,24 @@ class RecordingEnsembleModel(EnsembleModel):
         row_ids = torch.arange(step.size(0), device=lprobs.device, dtype=torch.float32).unsqueeze(1)
         return lprobs, row_ids
 
-    def gather(self, row_ids: Tensor) -> Tensor:
-        """Attention of one hypothesis from its per-step row indices (``I``): ``L x H x I x S``."""
-        rows = row_ids.round().long().tolist()
-        if len(rows) > len(self.steps):
-            raise RuntimeError(f"hypothesis has {len(rows)} steps but only {len(self.steps)} were recorded")
-        return torch.stack([self.steps[i][r] for i, r in enumerate(rows)], dim=2)
+    def gather(self, row_ids: List[Tensor]) -> List[Tensor]:
+        """Attention of hypotheses from their per-step row indices (each ``I_k``): ``L x H x I_k x S`` each.
+
+        Works step by step over all hypotheses at once (a few tensor ops per step, no Python loop over
+        tokens, no copy of the whole history: only the rows that finished hypotheses use).
+        """
+        if not row_ids:
+            return []
+        lengths = torch.tensor([len(r) for r in row_ids])
+        if int(lengths.max()) > len(self.steps):
+            raise RuntimeError(f"a hypothesis has {int(lengths.max())} steps but only {len(self.steps)} were recorded")
+        device = self.steps[0].device
+        rows = torch.nn.utils.rnn.pad_sequence([r.round().long() for r in row_ids], batch_first=True).to(device)
+        lengths = lengths.to(device)
+        starts = lengths.cumsum(0) - lengths  # first output row of each hypothesis
+        first = self.steps[0]
+        out = first.new_empty((int(lengths.sum()),) + tuple(first.shape[1:]))  # (sum_k I_k) x L x H x S
+        for i in range(int(lengths.max())):
+            alive = (lengths > i).nonzero().squeeze(1)
+            out.index_copy_(0, starts[alive] + i, self.steps[i].index_select(0, rows[alive, i]))
+        return [o.permute(1, 2, 0, 3) for o in out.split(lengths.tolist(), dim=0)]

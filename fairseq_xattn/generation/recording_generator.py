@@ -81,19 +81,23 @@ class CrossAttentionRecordingGenerator:
             self.ensemble.stop()
         try:
             encoder_lengths = self.ensemble.encoder_lengths.tolist()
+            recorded = []  # (utterance, hypothesis) pairs within --nbest
             for sent, hypos in enumerate(finalized):
                 for rank, hypo in enumerate(hypos):
-                    if self.nbest is not None and rank >= self.nbest:
+                    if self.nbest is None or rank < self.nbest:
+                        recorded.append((sent, hypo))
+                    else:
                         hypo["attention"] = torch.empty(0)
-                        continue
-                    self._attach(hypo, encoder_lengths[sent])
+            # hypo["attention"] holds the step-wise row indices (1 x I), see RecordingEnsembleModel
+            gathered = self.ensemble.gather([hypo["attention"][0] for _, hypo in recorded])
+            for (sent, hypo), attention in zip(recorded, gathered):
+                self._attach(hypo, attention[..., : encoder_lengths[sent]])
         finally:
             self.ensemble.reset()
         return finalized
 
-    def _attach(self, hypo: Dict, n_encoder_frames: int) -> None:
-        row_ids = hypo["attention"][0]  # I: the step-wise row indices (see RecordingEnsembleModel)
-        cross_attention = self.ensemble.gather(row_ids)[..., :n_encoder_frames].float().contiguous()
+    def _attach(self, hypo: Dict, cross_attention: Tensor) -> None:
+        cross_attention = cross_attention.float()
         hypo["cross_attention"] = cross_attention  # L x H x I x T'
         hypo["attention"] = cross_attention.mean(dim=(0, 1)).t()  # T' x I
         attach_alignment(hypo, self.print_alignment, self.generator.pad, self.generator.eos)

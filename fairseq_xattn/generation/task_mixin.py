@@ -262,11 +262,12 @@ class RecordingTaskMixin:
         strip = getattr(generator, "symbols_to_strip_from_output", None) or {tgt_dict.eos()}
         utt_ids = self._utterance_ids(sample)
         src_lengths = sample["net_input"]["src_lengths"].tolist()
-        targets = sample.get("target")
+        targets = sample["target"].tolist() if sample.get("target") is not None else None  # one copy per batch
+        pad = tgt_dict.pad()
         for i, utt_id in enumerate(utt_ids):
             reference = None
             if targets is not None:
-                reference = self._decode(targets[i][targets[i].ne(tgt_dict.pad())].tolist(), strip)
+                reference = self._decode([t for t in targets[i] if t != pad], strip)
             for rank, hypo in enumerate(hypos[i]):
                 if "cross_attention" not in hypo:
                     continue  # beyond --nbest
