@@ -1,12 +1,11 @@
 import json
-import subprocess
-import sys
 
 import jiwer
 import pytest
 import sacrebleu
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from .cli_runner import run_xattn
 from fairseq_xattn.analysis.metrics import MetricError, basic_normaliser, score
 
 HYPS = ["The cat sat on the mat.", "Twenty dollars, isn't it?", "hello world", "it rains"]
@@ -56,15 +55,13 @@ def test_score_cli_on_generate_output(tmp_path):
     for i, (h, r) in reversed(list(enumerate(zip(HYPS, REFS)))):
         lines += [f"S-{i}\tutt{i}", f"T-{i}\t{r}", f"H-{i}\t-0.5\t{h.lower()}", f"D-{i}\t-0.5\t{h}", f"P-{i}\t-0.1 -0.2"]
     log.write_text("\n".join(lines) + "\nGenerate test with beam=5: WER: 1.0\n")
-    out = subprocess.run([sys.executable, "-m", "fairseq_xattn.cli", "score", "--generate-output", str(log),
-                          "--metrics", "wer", "bleu", "chrf", "--json", str(tmp_path / "s.json")],
-                         capture_output=True, text=True, check=True)
+    out = run_xattn("score", "--generate-output", log, "--metrics", "wer", "bleu", "chrf", "--json", tmp_path / "s.json")
+    assert out.returncode == 0, out.stderr
     got = json.loads((tmp_path / "s.json").read_text())["scores"]
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
     assert got["wer"] == pytest.approx(score("wer", HYPS, REFS))
     assert "| wer |" in out.stdout
     (tmp_path / "h.txt").write_text("a\nb\n")
     (tmp_path / "r.txt").write_text("a\n")
-    bad = subprocess.run([sys.executable, "-m", "fairseq_xattn.cli", "score", "--hyp", str(tmp_path / "h.txt"),
-                          "--ref", str(tmp_path / "r.txt")], capture_output=True, text=True)
+    bad = run_xattn("score", "--hyp", tmp_path / "h.txt", "--ref", tmp_path / "r.txt")
     assert bad.returncode == 2 and "h.txt has 2 lines" in bad.stderr

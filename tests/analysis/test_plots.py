@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from fairseq_xattn.cli import main as cli_main
 from fairseq_xattn.analysis.plots import PlotError, load_utterance_maps
+from .cli_runner import run_xattn
 from .builders import write_attention_store, write_saliency_store
 
 RNG = np.random.default_rng(7)
@@ -34,20 +34,8 @@ def test_utterance_maps_use_the_analysis_rows_and_normalisation(stores):
         load_utterance_maps("u1", saliency_input=sh)
 
 
-class _Done:
-    def __init__(self, code, err):
-        self.returncode, self.stderr = code, err
-
-
 def _run(*args):
-    """The real `xattn plot` entry point, in-process (a subprocess would re-import fairseq each time)."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(["plot", *map(str, args)])
-    return _Done(code, err.getvalue())
+    return run_xattn("plot", *args)
 
 
 def test_plot_cli_writes_png_and_pdf(stores, tmp_path):
