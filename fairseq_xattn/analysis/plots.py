@@ -153,28 +153,38 @@ def utterance_figure(maps: UtteranceMaps, cmap: str = "viridis"):
 
 
 def token_spectrogram_figure(maps: UtteranceMaps, max_tokens: int = 12, cmap: str = "magma"):
-    """SM^X per token as time x frequency maps (one panel per token), like the paper's Figure 3."""
+    """SM^X per token as time x frequency maps (one panel per token), like the paper's Figure 3.
+
+    The last panel is the sum over all content tokens (the sentence-level map whose cells
+    ``xattn faithfulness`` ranks for full-resolution deletion), rescaled to [0, 1].
+    """
     if maps.sm_x is None:
         raise PlotError("the per-token spectrogram figure needs --saliency-input")
     n = min(len(maps.tokens), max_tokens)
-    cols = min(4, n)
-    rows = math.ceil(n / cols)
+    total = maps.sm_x.sum(axis=0)
+    span = float(total.max() - total.min())
+    total = (total - total.min()) / span if span > 0 else np.zeros_like(total)
+    panels = [(repr(maps.tokens[k]), maps.sm_x[k]) for k in range(n)] + [("all tokens (sum)", total)]
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
     T, F = maps.sm_x.shape[1:]
     fig = _figure(3.4 * cols + 0.8, 2.4 * rows + 0.8)
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    im = None
     for k, ax in enumerate(axes.ravel()):
-        if k >= n:
+        if k >= len(panels):
             ax.set_visible(False)
             continue
-        im = ax.imshow(maps.sm_x[k].T, origin="lower", aspect="auto", interpolation="nearest", cmap=cmap,
-                       extent=(0, T * FRAME_SHIFT_S, 0, F), vmin=0, vmax=max(1e-12, float(maps.sm_x.max())))
-        ax.set_title(repr(maps.tokens[k]), fontsize=11)
+        title, m = panels[k]
+        im = ax.imshow(m.T, origin="lower", aspect="auto", interpolation="nearest", cmap=cmap,
+                       extent=(0, T * FRAME_SHIFT_S, 0, F), vmin=0, vmax=1)
+        ax.set_title(title, fontsize=11, fontweight="bold" if k == len(panels) - 1 else "normal")
         if k % cols == 0:
             ax.set_ylabel("mel bin", fontsize=10)
-        if k // cols == rows - 1 or k + cols >= n:
+        if k + cols >= len(panels):
             ax.set_xlabel("time (s)", fontsize=10)
-    fig.colorbar(im, ax=list(axes.ravel()[:n]), fraction=0.02, pad=0.01, label="normalised saliency")
-    fig.suptitle(f"SM$^X$ per token: {maps.utt_id}" + (f" ({len(maps.tokens) - n} more not shown)"
+    fig.colorbar(im, ax=list(axes.ravel()[:len(panels)]), fraction=0.02, pad=0.01, label="normalised saliency")
+    fig.suptitle(f"SM$^X$ per token: {maps.utt_id}" + (f" ({len(maps.tokens) - n} more tokens not shown)"
                                                        if len(maps.tokens) > n else ""), fontsize=12)
     return fig
 
