@@ -45,7 +45,7 @@ def predicted_correlation(r_half: float) -> float:
 class ConvergenceMonitor:
     """Decides the early stop; ``threshold`` <= 0 disables it."""
 
-    def __init__(self, threshold: float = 0.0, interval: int = 500, min_masks: int = 1000):
+    def __init__(self, threshold: float = 0.0, interval: int = 500, min_masks: int = 2000):
         if threshold >= 1:
             raise ValueError(f"early-stop threshold is a correlation below 1 (got {threshold})")
         if threshold > 0 and interval < 2:

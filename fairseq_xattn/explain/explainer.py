@@ -45,7 +45,7 @@ class ExplainSettings:
     frame_shift_seconds: float = 0.01
     early_stop: float = 0.0                   # predicted r with the converged map (convergence.py); 0 = off
     early_stop_interval: int = 500
-    early_stop_min_masks: int = 1000
+    early_stop_min_masks: int = 2000
     # speed knobs (do not change the map beyond float rounding)
     mask_batch_size: int = 0                  # 0 = automatic (memory budget)
     budget_mask_frames: int = 32768

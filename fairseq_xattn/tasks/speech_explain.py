@@ -65,7 +65,7 @@ class SpeechExplainConfig(SpeechToTextCtcConfig):
         "help": "stop an utterance when the predicted correlation of its map with the converged map (split-half "
                 "estimate, docs/explain.md) reaches this value (0: off; e.g. 0.99)"})
     explain_early_stop_interval: int = field(default=500, metadata={"help": "masks between early-stop checks"})
-    explain_early_stop_min_masks: int = field(default=1000, metadata={"help": "never stop before this many masks"})
+    explain_early_stop_min_masks: int = field(default=2000, metadata={"help": "never stop before this many masks"})
     explain_mask_batch_size: int = field(default=0, metadata={
         "help": "masked copies per forward pass (0: automatic, bounded by --explain-budget)"})
     explain_budget: int = field(default=32768, metadata={
