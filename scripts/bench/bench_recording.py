@@ -87,7 +87,7 @@ def in_process(base_cmd: List[str], extra: List[str], repeats: int, float16: boo
     store_root = Path(tempfile.mkdtemp(prefix="bench_recording_"))
     results: Dict[str, List[Dict[str, float]]] = {"plain": [], "recording": []}
     try:
-        for rep in range(repeats):
+        for rep in range(-1, repeats):  # rep -1: one untimed warm-up run of each variant
             for variant in (("plain", "recording") if rep % 2 == 0 else ("recording", "plain")):
                 store = store_root / f"store{rep}"
                 with open_dict(task.cfg):  # setup_task merged cfg.task into a config of its own
@@ -105,6 +105,9 @@ def in_process(base_cmd: List[str], extra: List[str], repeats: int, float16: boo
                 if variant == "recording":
                     task.close_recording()
                     result["store_mib"] = sum(f.stat().st_size for f in store.iterdir()) / 2**20
+                    shutil.rmtree(store)
+                if rep < 0:
+                    continue
                 results[variant].append(result)
                 print(f"run {rep + 1}/{repeats} {variant:9s} inference_step wall {result['generation_s']:.3f}s "
                       f"cpu {result['cpu_s']:.3f}s", flush=True)
