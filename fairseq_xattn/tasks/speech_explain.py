@@ -151,7 +151,8 @@ class SpeechExplainTask(SpeechToTextCtcTask):
     def _store_writer(self):
         if self._writer is None:
             path = self.store_path()
-            meta = {**self.settings.store_meta(), "hypotheses": str(self.cfg.explain_hypotheses)}
+            # Absolute path: the same run resumed (or another shard) from another directory still matches.
+            meta = {**self.settings.store_meta(), "hypotheses": str(Path(self.cfg.explain_hypotheses).resolve())}
             shard_id, num_shards = self._shard
             if num_shards > 1:
                 meta.update(shard_id=shard_id, shard_count=num_shards)
@@ -184,8 +185,8 @@ class SpeechExplainTask(SpeechToTextCtcTask):
     # -- fairseq-generate hook ----------------------------------------------------------------
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         explainer = self._explainer_for(models)
+        hypotheses = self._hypothesis_source()  # before the store: its meta records the hypotheses' path
         writer = self._store_writer()
-        hypotheses = self._hypothesis_source()
         d = self.target_dictionary
         src = sample["net_input"]["src_tokens"]
         lengths = sample["net_input"]["src_lengths"].tolist()
