@@ -17,7 +17,7 @@ def _generate(tiny_data, ckpt, beam):
     out = subprocess.run(fairseq_cli("generate") + [
         str(tiny_data), "--user-dir", str(USER_DIR), "--task", "speech_to_text", "--config-yaml", "config.yaml",
         "--gen-subset", "test", "--path", str(ckpt), "--beam", str(beam), "--no-repeat-ngram-size", "5",
-        "--max-tokens", "20000", "--cpu"], capture_output=True, text=True, env=ENV, check=True).stdout
+        "--batch-size", "1", "--cpu"], capture_output=True, text=True, env=ENV, check=True).stdout
     return {int(l.split("\t")[0][2:]): l.split("\t")[2] for l in out.splitlines() if l.startswith("D-")}
 
 
