@@ -2,7 +2,7 @@
 
 The paper averages the last 7 (base) or 25 (small, large) checkpoints.  fairseq's own
 ``scripts/average_checkpoints.py`` is not part of the installed fairseq package, so this is ours:
-same selection rules (``checkpoint{E}.pt`` by epoch, ``checkpoint_{E}_{U}.pt`` by update), the
+selection by epoch (``checkpoint{E}.pt``), by update (``checkpoint_{E}_{U}.pt``) or both, the
 result is a regular fairseq checkpoint (cfg and task state of the newest input, no optimizer
 state) that fairseq-generate loads.
 """
@@ -18,17 +18,40 @@ _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 _BY_UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
 
 
-def last_checkpoints(directory: Path, n: int, by: str = "update") -> List[Path]:
-    """The ``n`` newest checkpoints of ``directory``, newest first, by update or epoch number."""
-    pattern = _BY_UPDATE if by == "update" else _BY_EPOCH
+def checkpoint_updates(path: Path) -> int:
+    """Number of updates a fairseq checkpoint was saved at (memory-mapped: tensors are not read)."""
+    import fairseq_xattn  # noqa: F401  (allow-lists fairseq's pickled types for weights_only)
+
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    history = state.get("optimizer_history") or [{}]
+    return int(history[-1].get("num_updates", -1))
+
+
+def last_checkpoints(directory: Path, n: int, by: str = "any") -> List[Path]:
+    """The ``n`` newest checkpoints of ``directory``, newest first.
+
+    ``by="update"``: ``checkpoint_E_U.pt`` by U; ``by="epoch"``: ``checkpoint{E}.pt`` by E;
+    ``by="any"`` (default): both kinds, ordered by the update count stored in them.  fairseq writes
+    an update checkpoint only when the update does not end an epoch (then it writes the epoch
+    checkpoint), so "any" is what keeps a regular spacing.
+    """
     found = []
     for path in Path(directory).iterdir():
-        m = pattern.match(path.name)
-        if m:
-            found.append((int(m.group(1)), path))
+        m_update, m_epoch = _BY_UPDATE.match(path.name), _BY_EPOCH.match(path.name)
+        if by in ("update", "any") and m_update:
+            found.append((int(m_update.group(1)), path))
+        elif by in ("epoch", "any") and m_epoch:
+            found.append((int(m_epoch.group(1)), path))
+    if by == "any":
+        # an epoch number is not an update count: read the count from the checkpoints
+        by_updates = {}
+        for _, path in found:
+            by_updates.setdefault(checkpoint_updates(path), path)
+        found = list(by_updates.items())
     if len(found) < n:
-        hint = ("save them with --save-interval-updates and --keep-interval-updates"
-                if by == "update" else "keep them by not passing --no-epoch-checkpoints")
+        hint = {"update": "save them with --save-interval-updates and --keep-interval-updates",
+                "epoch": "keep them by not passing --no-epoch-checkpoints",
+                "any": "keep more with --keep-interval-updates / --keep-last-epochs"}[by]
         raise FileNotFoundError(
             f"{directory}: asked for the last {n} checkpoints by {by}, found {len(found)} "
             f"({', '.join(p.name for _, p in sorted(found)) or 'none'}); {hint}"
@@ -38,15 +61,16 @@ def last_checkpoints(directory: Path, n: int, by: str = "update") -> List[Path]:
 
 def average_checkpoints(paths: Sequence[Path]) -> Dict:
     """Average the ``model`` state of fairseq checkpoints; keep the rest of the newest one."""
-    from fairseq import checkpoint_utils  # noqa: F401  (fairseq_xattn import applied the shims)
-    import fairseq_xattn  # noqa: F401
+    import fairseq_xattn  # noqa: F401  (allow-lists fairseq's pickled types for weights_only)
 
     if not paths:
         raise ValueError("no checkpoint to average")
     summed: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     newest = None
     for path in paths:
-        state = checkpoint_utils.load_checkpoint_to_cpu(str(path))
+        # raw load, not checkpoint_utils.load_checkpoint_to_cpu: that turns cfg into a DictConfig,
+        # which a re-saved checkpoint would then pickle (and weights_only loading refuses)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if newest is None:
             newest = state
         params = state["model"]
@@ -77,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="checkpoint files, or one directory with --last")
     parser.add_argument("--last", type=int, default=None,
                         help="average the last N checkpoints of the directory given as input")
-    parser.add_argument("--by", choices=["update", "epoch"], default="update",
-                        help="how --last picks checkpoints: checkpoint_E_U.pt (update) or checkpointE.pt")
+    parser.add_argument("--by", choices=["any", "update", "epoch"], default="any",
+                        help="how --last picks checkpoints: checkpoint_E_U.pt and checkpointE.pt by the "
+                        "update count stored in them (any, default), or only one kind by its file name")
     parser.add_argument("--output", required=True, help="where to write the averaged checkpoint")
 
 

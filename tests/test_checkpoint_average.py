@@ -35,16 +35,28 @@ def test_average_is_elementwise_mean(tiny_checkpoint, tmp_path):
 def test_last_picks_newest_by_update_and_complains_when_short(tmp_path):
     for u in (10, 200, 30):
         (tmp_path / f"checkpoint_1_{u}.pt").write_bytes(b"")
-    assert [p.name for p in last_checkpoints(tmp_path, 2)] == ["checkpoint_1_200.pt", "checkpoint_1_30.pt"]
+    assert [p.name for p in last_checkpoints(tmp_path, 2, by="update")] == [
+        "checkpoint_1_200.pt", "checkpoint_1_30.pt"]
     with pytest.raises(FileNotFoundError, match="found 3"):
-        last_checkpoints(tmp_path, 5)
+        last_checkpoints(tmp_path, 5, by="update")
+
+
+def test_any_orders_epoch_and_update_checkpoints_by_their_update_count(tiny_checkpoint, tmp_path):
+    # fairseq writes checkpoint{E}.pt instead of checkpoint_E_U.pt when update U ends epoch E
+    for name, updates in [("checkpoint_2_50.pt", 50), ("checkpoint3.pt", 100), ("checkpoint_4_120.pt", 120),
+                          ("checkpoint_1_20.pt", 20)]:
+        state = torch.load(tiny_checkpoint, weights_only=False)
+        state["optimizer_history"][-1]["num_updates"] = updates
+        torch.save(state, tmp_path / name)
+    assert [p.name for p in last_checkpoints(tmp_path, 3)] == [
+        "checkpoint_4_120.pt", "checkpoint3.pt", "checkpoint_2_50.pt"]
 
 
 def test_cli_output_decodes_with_fairseq_generate(tiny_data, tiny_checkpoint, tmp_path):
     shutil.copy(tiny_checkpoint, tmp_path / "checkpoint_1_10.pt")
     _perturbed_copy(tiny_checkpoint, tmp_path / "checkpoint_1_20.pt", 0.0)
     out = tmp_path / "avg.pt"
-    subprocess.run([XATTN, "average", str(tmp_path), "--last", "2", "--output", str(out)], check=True,
+    subprocess.run([XATTN, "average", str(tmp_path), "--last", "2", "--by", "update", "--output", str(out)], check=True,
                    capture_output=True)
     from tests.fixtures.tiny_s2t import USER_DIR, fairseq_cli
 

@@ -180,7 +180,9 @@ class StoreReader:
         f = self._handle()
         f.seek(spec["offset"])
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
         return np.memmap(self.path / ARRAYS_FILE, dtype=dtype, mode="r", offset=f.tell(),
                          shape=shape, order="F" if fortran else "C")
 
