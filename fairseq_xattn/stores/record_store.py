@@ -281,8 +281,13 @@ class StoreWriter:
             specs[name] = {"offset": offset, "end": self._arrays.tell(),
                            "shape": list(arr.shape), "dtype": arr.dtype.str}
         self._arrays.flush()
-        row = {"id": str(utt_id), "rank": int(rank), "meta": _jsonable(dict(meta or {})), "arrays": specs}
-        self._index.write((json.dumps(row, sort_keys=True) + "\n").encode())
+        row = {"id": str(utt_id), "rank": int(rank), "meta": dict(meta or {}), "arrays": specs}
+        try:
+            line = json.dumps(row, sort_keys=True)
+        except TypeError:  # numpy scalars/arrays in meta: convert (slower, so only when needed)
+            row["meta"] = _jsonable(row["meta"])
+            line = json.dumps(row, sort_keys=True)
+        self._index.write((line + "\n").encode())
         self._index.flush()
         self._done.add(key)
 
