@@ -42,11 +42,12 @@ class Budget:
     encoder_masks: int = 3000        # N_H per utterance (paper: 20000)
     faithfulness_utterances: int = 12
     figures: int = 3                  # utterances drawn
+    max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
 
 
 QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, max_update=12, save_interval_updates=6,
                average_last=2, max_tokens=6000, explain_utterances=3, input_masks=24,
-               encoder_masks=24, faithfulness_utterances=3, figures=1)
+               encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12)
 
 
 class Pipeline:
@@ -160,7 +161,7 @@ def build(p: Pipeline) -> None:
         "average", ckpt, "--last", b.average_last, "--output", model)))
 
     common_gen = ["--user-dir", USER_DIR, "--task", "speech_to_text_ctc", "--config-yaml", "config.yaml",
-                  "--path", model, "--max-tokens", 40000, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5]
+                  "--path", model, "--max-tokens", 40000, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5, "--max-len-b", b.max_len_b]
 
     def decode():
         for split in splits + [explain_split]:
@@ -205,7 +206,7 @@ def build(p: Pipeline) -> None:
         attn = W / f"attention_{explain_split}"
         p.run("faithfulness", xattn(
             "faithfulness", "--checkpoint", model, "--data", data, "--split", explain_split,
-            "--user-dir", USER_DIR, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5,
+            "--user-dir", USER_DIR, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5, "--max-len-b", b.max_len_b,
             "--max-utterances", b.faithfulness_utterances,
             "--explanation", f"SM^X=saliency_input:{W / 'saliency_input'}",
             "--explanation", f"SM^X aggregated=saliency_input_aggregated:{W / 'saliency_input'}",

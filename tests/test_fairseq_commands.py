@@ -6,7 +6,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from tests.fixtures.tiny_s2t import REPO, USER_DIR, fairseq_cli
 

@@ -1,18 +1,16 @@
 """The plugin registers its components, with dataclass configs fairseq's argparse bridge accepts."""
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import fairseq_xattn
 from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_DATACLASS_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 
-from tests.fixtures.tiny_s2t import REPO, USER_DIR, fairseq_cli
+from tests.fixtures.tiny_s2t import fairseq_cli
 
 XATTN = str(Path(sys.executable).parent / "xattn")
 

@@ -14,23 +14,16 @@ frames (frame t takes the value of ``t // s``).
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Callable
 
 import numpy as np
 
+from ..registry import Registry
+
 Aggregator = Callable[[np.ndarray, int], np.ndarray]
 
-AGGREGATORS: Dict[str, Aggregator] = {}
-
-
-def register_aggregator(name: str):
-    def wrap(fn: Aggregator) -> Aggregator:
-        if name in AGGREGATORS:
-            raise ValueError(f"aggregator {name!r} is already registered")
-        AGGREGATORS[name] = fn
-        return fn
-
-    return wrap
+AGGREGATORS: "Registry[Aggregator]" = Registry("aggregator")
+register_aggregator = AGGREGATORS.register
 
 
 def encoder_length(n_frames: int, subsampling: int) -> int:

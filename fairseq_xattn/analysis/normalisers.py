@@ -20,19 +20,12 @@ from typing import Callable, Dict, List, Sequence, Union
 
 import numpy as np
 
+from ..registry import Registry
+
 Normaliser = Callable[[np.ndarray], np.ndarray]
 
-NORMALISERS: Dict[str, Normaliser] = {}
-
-
-def register_normaliser(name: str):
-    def wrap(fn: Normaliser) -> Normaliser:
-        if name in NORMALISERS:
-            raise ValueError(f"normaliser {name!r} is already registered")
-        NORMALISERS[name] = fn
-        return fn
-
-    return wrap
+NORMALISERS: "Registry[Normaliser]" = Registry("normaliser")
+register_normaliser = NORMALISERS.register
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ with --sentence-avg), so the logged terms add up to the logged loss.  CTC blank 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Set
+from typing import Iterable, Set
 
 import torch
 import torch.nn.functional as F

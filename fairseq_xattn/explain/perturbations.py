@@ -18,29 +18,23 @@ from typing import Any, Dict, List, Sequence, Type
 
 import torch
 
+from ..registry import Registry
 from .masks import MaskBatch
 from .segmentation import multi_level_labels
 
-PERTURBATIONS: Dict[str, Type["Perturbation"]] = {}
+PERTURBATIONS: "Registry[Type[Perturbation]]" = Registry("perturbation")
 
 
 def register_perturbation(name: str):
     def wrap(cls):
-        if name in PERTURBATIONS:
-            raise ValueError(f"perturbation {name!r} is already registered")
         cls.name = name
-        PERTURBATIONS[name] = cls
-        return cls
+        return PERTURBATIONS.register(name)(cls)
 
     return wrap
 
 
 def build_perturbation(name: str, **kwargs) -> "Perturbation":
-    try:
-        cls = PERTURBATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown perturbation {name!r}; choose from {sorted(PERTURBATIONS)}") from None
-    return cls(**kwargs)
+    return PERTURBATIONS.get(name)(**kwargs)
 
 
 @dataclass

@@ -9,32 +9,19 @@ score ``N x I`` (higher = the perturbation changed token i's prediction more).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 
+from ..registry import Registry
+
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SCORERS: Dict[str, Scorer] = {}
+SCORERS: "Registry[Scorer]" = Registry("scorer")
+register_scorer = SCORERS.register
+get_scorer = SCORERS.get
 
 #: Floor for log-probabilities inside the KL: keeps log(0) finite.
 LOG_FLOOR = -100.0
-
-
-def register_scorer(name: str):
-    def wrap(fn: Scorer) -> Scorer:
-        if name in SCORERS:
-            raise ValueError(f"scorer {name!r} is already registered")
-        SCORERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_scorer(name: str) -> Scorer:
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; choose from {sorted(SCORERS)}") from None
 
 
 @register_scorer("kl")

@@ -6,10 +6,8 @@ intermediate encoder layer (source transcript) and one on the final encoder outp
 """
 
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-import torch
-import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.models.transformer import Embedding

@@ -14,7 +14,6 @@ source language gives the transcript, i.e. ASR; the target language the translat
 """
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Set

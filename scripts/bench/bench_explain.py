@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 import fairseq_xattn  # noqa: F401  (registers the models)

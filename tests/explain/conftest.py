@@ -1,6 +1,5 @@
 """Fixtures of the explain tests: the tiny trained fairseq model (trained once per session)."""
 import pytest
-import torch
 
 
 @pytest.fixture(scope="session")

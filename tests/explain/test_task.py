@@ -1,14 +1,12 @@
 """The speech_explain task through the real fairseq-generate: store contents, hypotheses from a
 recording store or a TSV, invariance to batching and sharding, resume, and bad input."""
-import json
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fairseq_xattn.stores import KIND_CROSS_ATTENTION, StoreError, StoreReader, StoreWriter, merge_stores
+from fairseq_xattn.stores import KIND_CROSS_ATTENTION, StoreError, StoreReader, StoreWriter
 
 from .generate_runner import (assert_same_store, explain_argv, generate_in_process, generate_subprocess,
                               store_contents)

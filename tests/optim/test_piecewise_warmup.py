@@ -1,6 +1,5 @@
 """The large model's piece-wise warm-up: known values at the piece boundaries, built by fairseq."""
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 import fairseq_xattn  # noqa: F401

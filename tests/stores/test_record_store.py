@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from fairseq_xattn.stores import StoreError, StoreReader, StoreWriter, merge_stores, open_store
+from fairseq_xattn.stores import StoreError, StoreWriter, merge_stores, open_store
 
 
 def _arrays(i):

@@ -3,7 +3,6 @@ sampling, inference target choice, validation errors, batching that keeps every 
 real fairseq-train / fairseq-generate / fairseq-hydra-train runs in subprocesses."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List
+from typing import Iterable, Iterator, List
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../fairseq_xattn
 

@@ -1,0 +1,52 @@
+"""The main job, shortened (tiny corpus, a few updates, a few masks), through the real commands:
+every artefact of results/demo exists and is well formed, and a rerun skips finished stages."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fairseq_xattn.stores import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_demo_produces_every_artefact(tmp_path):
+    out, work = tmp_path / "results", tmp_path / "work"
+    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--quick", "--quiet", "--out", str(out),
+           "--work", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = (out / "report.md").read_text()
+    for section in ("## Quality", "head x layer (paper Table 1)", "paper Table 4", "trends hold",
+                    "## Deletion and size", "## Figures"):
+        assert section in report, section
+    assert report.count("holds") >= 4  # one verdict per trend
+    for split in ("test", "test_voices"):
+        score = json.loads((out / f"score_{split}.json").read_text())
+        assert score["n"] == 6 and np.isfinite(score["scores"]["wer"])
+    for name in ("input_max2d", "input_avg2d", "input_maxfreq_avgtime", "encoder"):
+        corr = json.loads((out / f"correlation_{name}.json").read_text())
+        assert corr["n_utterances"] == 3 and len(corr["grid"]) == 2  # 2 decoder layers
+    faith = json.loads((out / "faithfulness.json").read_text())
+    labels = {row["label"] for row in faith["rows"]}
+    assert {"SM^X", "SM^X aggregated", "CA", "SM^H"} <= labels and any("random" in l for l in labels)
+    assert all(np.isfinite(row["auc"]["deletion"]) for row in faith["rows"])
+    for fig in ("grid_input", "grid_encoder", "deletion"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
+    assert len(list((out / "figures").glob("utterance_*.png"))) >= 1
+
+    # the stores behind the tables: every explained utterance has attention and both saliency maps
+    attn = open_store(work / "attention_test_explain", expect_kind="cross_attention")
+    sal_x, sal_h = open_store(work / "saliency_input"), open_store(work / "saliency_encoder")
+    assert attn.ids() == sal_x.ids() == sal_h.ids() and len(attn) == 3
+    for utt in attn.ids():
+        a, x, h = attn[utt]["attention"], sal_x[utt]["saliency"], sal_h[utt]["saliency"]
+        L, H, I, T1 = a.shape
+        assert x.shape[0] == h.shape[0] == I and h.shape[1] == T1 and x.shape[2] == 80
+        assert int(np.ceil(x.shape[1] / 4)) == T1
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0 and rerun.stdout.count("skipped") == rerun.stdout.count("[demo] ") - 1
