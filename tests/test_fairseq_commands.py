@@ -68,3 +68,17 @@ def test_generate_without_user_dir_names_the_unknown_arch(tiny_data, tmp_path):
         tiny_data, "--task", "speech_to_text", "--config-yaml", "config.yaml", "--gen-subset", "test",
         "--path", ckpt / "checkpoint_last.pt", "--cpu"]], capture_output=True, text=True, env=ENV)
     assert proc.returncode != 0
+
+
+def test_checkpoint_of_an_unknown_arch_is_named(tiny_data, tiny_checkpoint, tmp_path):
+    import torch
+
+    state = torch.load(tiny_checkpoint, weights_only=False)
+    state["cfg"]["model"].arch = "someone_elses_arch"
+    state["cfg"]["model"]._name = "someone_elses_arch"
+    torch.save(state, tmp_path / "foreign.pt")
+    proc = subprocess.run([str(c) for c in fairseq_cli("generate") + [
+        tiny_data, "--user-dir", USER_DIR, "--task", "speech_to_text_ctc", "--config-yaml", "config.yaml",
+        "--gen-subset", "test", "--path", tmp_path / "foreign.pt", "--cpu"]], capture_output=True, text=True, env=ENV)
+    assert proc.returncode != 0
+    assert "unknown model architecture 'someone_elses_arch'" in proc.stderr and "--user-dir" in proc.stderr

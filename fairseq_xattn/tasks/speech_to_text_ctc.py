@@ -147,6 +147,7 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
 
     # --- model and criterion ------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint=False):
+        check_model_is_registered(cfg)
         values = {"input_feat_per_channel": self.data_cfg.input_feat_per_channel,
                   "input_channels": self.data_cfg.input_channels, "speaker_to_id": self.speaker_to_id}
         if isinstance(cfg, DictConfig):  # dataclass model configs only take keys they declare
@@ -188,6 +189,21 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
             # (keyed by epoch) would repeat; fresh workers see set_epoch
             itr.persistent_workers = False
         return itr
+
+
+def check_model_is_registered(cfg) -> None:
+    """A checkpoint of a model that no loaded plugin registers gets a message that names it (fairseq's
+    own error for this case is a ``KeyError: "'_name'"``)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
+
+    name = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
+    if name is None or name in ARCH_MODEL_REGISTRY or name in MODEL_REGISTRY or name in MODEL_DATACLASS_REGISTRY:
+        return
+    ours = sorted(k for k, v in ARCH_MODEL_REGISTRY.items() if v.__module__.startswith("fairseq_xattn"))
+    raise ValueError(
+        f"unknown model architecture {name!r}: no loaded fairseq module registers it. If the checkpoint "
+        f"comes from another plugin, pass that plugin's --user-dir as well; fairseq-xattn provides "
+        f"{', '.join(ours)}.")
 
 
 def check_batches_cover_dataset(dataset, batches, max_positions, seed: int, epoch: int) -> None:
