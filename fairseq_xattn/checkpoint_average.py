@@ -31,7 +31,8 @@ def last_checkpoints(directory: Path, n: int, by: str = "any") -> List[Path]:
     """The ``n`` newest checkpoints of ``directory``, newest first.
 
     ``by="update"``: ``checkpoint_E_U.pt`` by U; ``by="epoch"``: ``checkpoint{E}.pt`` by E;
-    ``by="any"`` (default): both kinds, ordered by the update count stored in them.  fairseq writes
+    ``by="any"`` (default): both kinds and ``checkpoint_last.pt``, ordered by the update count stored
+    in them (a copy of the same update counts once).  fairseq writes
     an update checkpoint only when the update does not end an epoch (then it writes the epoch
     checkpoint), so "any" is what keeps a regular spacing.
     """
@@ -43,6 +44,9 @@ def last_checkpoints(directory: Path, n: int, by: str = "any") -> List[Path]:
         elif by in ("epoch", "any") and m_epoch:
             found.append((int(m_epoch.group(1)), path))
     if by == "any":
+        last = Path(directory) / "checkpoint_last.pt"
+        if last.exists():  # a run stopped by --stop-time-hours saves only this one
+            found.append((-1, last))
         # an epoch number is not an update count: read the count from the checkpoints
         by_updates = {}
         for _, path in found:

@@ -33,10 +33,11 @@ class Budget:
     corpus_size: int = 8000          # distinct sentence pairs (train + dev + test)
     eval_size: int = 100             # sentences in dev, test, test_voices
     vocab_size: int = 200
-    max_update: int = 1600
-    save_interval_updates: int = 200
+    max_update: int = 1500
+    train_minutes: float = 12.0       # fairseq's --stop-time-hours: whichever comes first
+    save_interval_updates: int = 100
     average_last: int = 2
-    max_tokens: int = 20000
+    max_tokens: int = 5000
     explain_utterances: int = 12      # test utterances explained (both targets)
     input_masks: int = 1500          # N_X per utterance (paper: 20000)
     encoder_masks: int = 3000        # N_H per utterance (paper: 20000)
@@ -45,7 +46,7 @@ class Budget:
     max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
 
 
-QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, max_update=12, save_interval_updates=6,
+QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, max_update=12, train_minutes=10.0, save_interval_updates=6,
                average_last=2, max_tokens=6000, explain_utterances=3, input_masks=24,
                encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12)
 
@@ -153,6 +154,7 @@ def build(p: Pipeline) -> None:
         "hydra-train", "--config-dir", REPO / "examples" / "configs", "--config-name", "tiny_asr",
         f"task.data={data}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={ckpt}",
         f"optimization.max_update={b.max_update}", f"dataset.max_tokens={b.max_tokens}",
+        f"optimization.stop_time_hours={b.train_minutes / 60:.4f}",
         f"checkpoint.save_interval_updates={b.save_interval_updates}",
         f"checkpoint.keep_interval_updates={max(b.average_last, 2)}", "task.multitask_asr_prob=1.0",
         "dataset.valid_subset=dev"), cwd=W))

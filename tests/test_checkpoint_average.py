@@ -44,7 +44,7 @@ def test_last_picks_newest_by_update_and_complains_when_short(tmp_path):
 def test_any_orders_epoch_and_update_checkpoints_by_their_update_count(tiny_checkpoint, tmp_path):
     # fairseq writes checkpoint{E}.pt instead of checkpoint_E_U.pt when update U ends epoch E
     for name, updates in [("checkpoint_2_50.pt", 50), ("checkpoint3.pt", 100), ("checkpoint_4_120.pt", 120),
-                          ("checkpoint_1_20.pt", 20)]:
+                          ("checkpoint_1_20.pt", 20), ("checkpoint_last.pt", 120)]:
         state = torch.load(tiny_checkpoint, weights_only=False)
         state["optimizer_history"][-1]["num_updates"] = updates
         torch.save(state, tmp_path / name)
