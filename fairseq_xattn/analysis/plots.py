@@ -48,6 +48,17 @@ class UtteranceMaps:
     extra: Dict[str, str] = field(default_factory=dict)
 
 
+
+def _title_lines(text: str, width: int = 120, max_lines: int = 2) -> str:
+    """Wrap a long title (a hypothesis can be long) to at most ``max_lines`` lines, with an ellipsis."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 3] + "..."
+    return "\n".join(lines)
+
 def _tokens(meta) -> List[str]:
     return [str(t) for t in (meta.get("token_strings") or meta.get("tokens") or [])]
 
@@ -148,7 +159,7 @@ def utterance_figure(maps: UtteranceMaps, cmap: str = "viridis"):
     axes[0].set_yticks(range(n_tok))
     axes[0].set_yticklabels(maps.tokens, fontsize=10)
     axes[0].set_ylabel("output token", fontsize=10)
-    fig.suptitle(f"{maps.utt_id}: {maps.text}" if maps.text else maps.utt_id, fontsize=12)
+    fig.suptitle(_title_lines(f"{maps.utt_id}: {maps.text}" if maps.text else maps.utt_id), fontsize=12)
     return fig
 
 
