@@ -33,8 +33,8 @@ class Budget:
     corpus_size: int = 8000          # distinct sentence pairs (train + dev + test)
     eval_size: int = 100             # sentences in dev, test, test_voices
     vocab_size: int = 200
-    max_update: int = 1500
-    train_minutes: float = 12.0       # fairseq's --stop-time-hours: whichever comes first
+    max_update: int = 3000
+    train_minutes: float = 19.0       # fairseq's --stop-time-hours: whichever comes first
     save_interval_updates: int = 100
     average_last: int = 2
     max_tokens: int = 5000
