@@ -38,6 +38,15 @@ def _commit(repo: Path) -> str:
         return "unknown"
 
 
+def _trained_updates(work: Path) -> str:
+    last = Path(work) / "ckpt_asr" / "checkpoint_last.pt"
+    if not last.exists():
+        return "?"
+    from fairseq_xattn.checkpoint_average import checkpoint_updates
+
+    return str(checkpoint_updates(last))
+
+
 def trends(corr_input: dict, corr_encoder: dict, corr_avg2d: Optional[dict]) -> List[str]:
     """One line per trend of the paper: does it hold on the demo model?"""
     lines = []
@@ -67,15 +76,16 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float]) -> s
     repo = Path(__file__).resolve().parents[1]
     b = budget
     parts = [
-        "# fairseq-xattn demo: cross-attention vs. saliency on a model that learned speech",
+        "# fairseq-xattn demo: cross-attention vs. saliency on a small model trained on synthetic speech",
         "",
         f"Commit `{_commit(repo)}`. Everything below was produced by `make demo` (scripts/demo.py) on "
         "our synthetic espeak-ng corpus: a `xattn_conformer_tiny` English ASR model trained with "
         "`ctc_multi_loss` through fairseq-hydra-train, decoded with beam 5 / no-repeat-ngram 5 while "
         "recording cross-attention, explained with `speech_explain`.",
         "",
-        f"Budget: corpus {b.corpus_size} sentence pairs, {b.max_update} updates (last {b.average_last} "
-        f"checkpoints averaged), {b.explain_utterances} test utterances explained with "
+        f"Budget: corpus {b.corpus_size} sentence pairs; training stopped after {_trained_updates(work)} "
+        f"updates (limits: {b.max_update} updates or {b.train_minutes:g} minutes; last {b.average_last} "
+        f"checkpoints averaged); {b.explain_utterances} test utterances explained with "
         f"N_X = {b.input_masks} input masks and N_H = {b.encoder_masks} encoder masks (the paper uses "
         f"20000 each; see docs/explain.md for the convergence curve), deletion on "
         f"{b.faithfulness_utterances} utterances.",
