@@ -75,10 +75,16 @@ def read_attention(path: Union[str, Path], utt_id: str, rank: int = 0, dtype=np.
 
 
 class AttentionStoreWriter:
-    """Opens (or resumes) a cross-attention store; records already present are kept, not rewritten."""
+    """Opens (or resumes) a cross-attention store; records already present are kept, not rewritten.
+
+    Resuming is only allowed when ``store_meta`` (the run's settings: model, data, generation
+    options, see :mod:`.run_settings`) equals the stored one, so the kept records are those this run
+    would write; otherwise :class:`~fairseq_xattn.stores.StoreError` names the differing settings.
+    """
 
     def __init__(self, path: Union[str, Path], store_meta: Dict[str, Any], float16: bool = False):
         self.writer = StoreWriter(path, KIND_CROSS_ATTENTION, meta=store_meta, float16=float16, resume=True)
+        self.meta = self.writer.meta
         self.existing = self.writer.done()
         self.skipped = 0
 

@@ -11,6 +11,10 @@ task's own)::
 Flags (task options): ``--record-cross-attn OUT_DIR``, ``--record-float16``,
 ``--teacher-forced {reference,FILE.tsv}``.  Without ``--record-cross-attn`` the task behaves as its
 base class, except that ``--print-alignment`` works on speech input (alignments to encoder frames).
+
+Rerunning into an existing store resumes it (finished utterances are kept, not recomputed) only
+when the run is the same: model weights, data, split and generation options are store-level
+settings (:mod:`.run_settings`), and a difference stops the run with an error naming it.
 """
 
 import atexit
@@ -19,14 +23,16 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
+from ..stores import StoreError, settings_differences, settings_mismatch_message
 from .attention_store import AttentionStoreWriter, leading_lang_tags, record_meta
 from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
+from .run_settings import files_fingerprint, model_fingerprint, search_settings
 from .teacher_forced import teacher_forced_pass
 
 logger = logging.getLogger(__name__)
@@ -111,8 +117,11 @@ class RecordingTaskMixin:
         with _without_print_alignment(args):
             stock = super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
                                             extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs)
-        return CrossAttentionRecordingGenerator(stock, nbest=getattr(args, "nbest", 1),
-                                                print_alignment=print_alignment)
+        generator = CrossAttentionRecordingGenerator(stock, nbest=getattr(args, "nbest", 1),
+                                                     print_alignment=print_alignment)
+        # the options that shape the records, for the store's settings (a resume must match them)
+        generator.recording_settings = search_settings(args, bool(self.recording_option("teacher_forced")))
+        return generator
 
     # -- inference ----------------------------------------------------------------------------------
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
@@ -124,14 +133,22 @@ class RecordingTaskMixin:
                 f"--record-cross-attn needs the generator built by {type(self).__name__}.build_generator, "
                 f"got {type(generator).__name__}"
             )
-        if self.recording_option("teacher_forced"):
-            hypos = self._teacher_forced_hypos(generator, models, sample)
-            source = "teacher_forced:" + str(self.recording_option("teacher_forced"))
-        else:
-            hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
-                                           constraints=constraints)
-            source = "beam_search"
-        self._write_records(generator, sample, hypos, prefix_tokens, source)
+        try:
+            # open (or check) the store before decoding: a mismatched resume fails before any work
+            self._attention_writer(generator, models)
+            if self.recording_option("teacher_forced"):
+                hypos = self._teacher_forced_hypos(generator, models, sample)
+                source = "teacher_forced:" + str(self.recording_option("teacher_forced"))
+            else:
+                hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                               constraints=constraints)
+                source = "beam_search"
+            self._write_records(generator, models, sample, hypos, prefix_tokens, source)
+        except BaseException:
+            # Interrupted (Ctrl-C, an error): release the store now, not at exit, so that the rerun
+            # (perhaps another process, while this interpreter lives on) can open it; its records stay.
+            self.close_recording()
+            raise
         return hypos
 
     # -- teacher forcing ----------------------------------------------------------------------------
@@ -169,35 +186,48 @@ class RecordingTaskMixin:
         return sequences
 
     def _forced_table(self) -> Dict[str, torch.Tensor]:
+        """``{utterance id: LongTensor I}`` (tokens + EOS) of the ``--teacher-forced`` TSV, read once."""
         if getattr(self, "_forced_table_cache", None) is not None:
             return self._forced_table_cache
         path = Path(self.recording_option("teacher_forced"))
         if not path.is_file():
             raise FileNotFoundError(f"--teacher-forced {path}: no such file (give 'reference' or a TSV)")
         tgt_dict = self.target_dictionary
-        table = {}
-        with open(path, newline="") as f:
+        table, first_line = {}, {}
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             columns = reader.fieldnames or []
             if "id" not in columns or not ({"tokens", "tgt_text"} & set(columns)):
                 raise ValueError(f"--teacher-forced {path}: needs columns 'id' and 'tokens' or 'tgt_text', has {columns}")
             tokenizer, bpe = self._text_codecs()
-            for line_no, row in enumerate(reader, start=2):
-                if "tokens" in columns and row.get("tokens"):
-                    symbols = row["tokens"].split()
+            for row in reader:
+                line_no = reader.line_num  # physical line (DictReader skips blank lines)
+                utt_id = row.get("id") or ""
+                where = f"--teacher-forced {path} line {line_no} (id {utt_id!r})"
+                if not utt_id:
+                    raise ValueError(f"{where}: empty id")
+                if utt_id in first_line:
+                    raise ValueError(f"{where}: duplicate id, already given on line {first_line[utt_id]} "
+                                     "(one sequence per utterance)")
+                first_line[utt_id] = line_no
+                tokens = row.get("tokens")
+                if tokens is not None and tokens.strip():
+                    symbols = tokens.split()
                     unknown = [s for s in symbols if tgt_dict.index(s) == tgt_dict.unk() and s != tgt_dict.unk_word]
                     if unknown:
-                        raise ValueError(f"--teacher-forced {path} line {line_no} (id {row['id']}): "
-                                         f"symbols not in the target dictionary: {unknown[:5]}")
+                        raise ValueError(f"{where}: symbols not in the target dictionary: {unknown[:5]}")
                     ids = [tgt_dict.index(s) for s in symbols] + [tgt_dict.eos()]
                 else:
-                    text = row["tgt_text"]
+                    text = row.get("tgt_text")
+                    if text is None:  # no such column, or a short row
+                        raise ValueError(f"{where}: the 'tokens' field is empty or missing and the row has no "
+                                         f"'tgt_text' to fall back to (columns {columns})")
                     if tokenizer is not None:
                         text = tokenizer.encode(text)
                     if bpe is not None:
                         text = bpe.encode(text)
                     ids = tgt_dict.encode_line(text, add_if_not_exist=False, append_eos=True).tolist()
-                table[row["id"]] = torch.tensor(ids, dtype=torch.long)
+                table[utt_id] = torch.tensor(ids, dtype=torch.long)
         self._forced_table_cache = table
         return table
 
@@ -217,10 +247,14 @@ class RecordingTaskMixin:
             self._text_codecs_cache = (self.build_tokenizer(cfg), self.build_bpe(cfg))
         return self._text_codecs_cache
 
-    def _decode(self, tokens: List[int], strip) -> str:
-        """Text as fairseq-generate prints it (D- lines): symbols, then BPE and tokenizer decoding."""
+    def _decode(self, tokens: List[int], strip, escape_unk: bool = False) -> str:
+        """Text as fairseq-generate prints it: symbols, then BPE and tokenizer decoding.
+
+        fairseq escapes unknown words only in references (T- lines, ``<<unk>>``), not in hypotheses
+        (D- lines, ``<unk>``): ``escape_unk=True`` for references only.
+        """
         # a list, not a tensor: Dictionary.string is several times slower on tensor elements
-        text = self.target_dictionary.string(tokens, escape_unk=True, extra_symbols_to_ignore=strip)
+        text = self.target_dictionary.string(tokens, escape_unk=escape_unk, extra_symbols_to_ignore=strip)
         tokenizer, bpe = self._text_codecs()
         if bpe is not None:
             text = bpe.decode(text)
@@ -228,26 +262,72 @@ class RecordingTaskMixin:
             text = tokenizer.decode(text)
         return text
 
-    def _attention_writer(self, generator) -> AttentionStoreWriter:
+    def run_identity(self, models) -> Dict[str, Any]:
+        """What a store's records depend on besides the task's own options: the model (a hash of its
+        weights), the data (folder, config, split, a hash of the manifests) and ``--infer-tgt-lang``.
+        Shared by the attention store and the saliency store of ``speech_explain``."""
+        cfg = getattr(self, "cfg", None) or getattr(self, "args", None)
+        data = getattr(cfg, "data", None)
+        data = str(Path(data).resolve()) if data else None
+        config_yaml = getattr(cfg, "config_yaml", "config.yaml")
+        split = getattr(self, "_recording_split", None)
+        data_files = [Path(data) / config_yaml] + [Path(data) / f"{s}.tsv" for s in (split or "").split(",") if s] \
+            if data else []
+        return {
+            "model_sha256": model_fingerprint(models),
+            "data": data, "config_yaml": config_yaml, "gen_subset": split,
+            "data_sha256": files_fingerprint(data_files),
+            "infer_tgt_lang": getattr(cfg, "infer_tgt_lang", None),
+        }
+
+    def _store_settings(self, generator, models) -> Dict[str, Any]:
+        """Store-level settings of this run: everything that determines its records (see run_settings)."""
+        search = getattr(generator, "recording_settings", None)
+        if search is None:
+            raise TypeError(f"--record-cross-attn needs the generator built by {type(self).__name__}.build_generator "
+                            "(it carries the generation options the store records)")
+        teacher_forced = self.recording_option("teacher_forced")
+        if teacher_forced and teacher_forced != TEACHER_FORCED_REFERENCE:
+            teacher_forced = str(Path(teacher_forced).resolve())  # a rerun from another directory matches
+        settings = {
+            "layers": generator.num_layers, "heads": generator.num_heads,
+            "mode": "teacher_forced" if teacher_forced else "beam_search",
+            "teacher_forced": teacher_forced,
+            "beam": None if teacher_forced else int(generator.beam_size),
+            "nbest": 1 if teacher_forced else generator.nbest,
+            **self.run_identity(models),
+            **search,
+            "schema": "fairseq-xattn docs/generation.md",
+        }
+        if teacher_forced and teacher_forced != TEACHER_FORCED_REFERENCE:
+            settings["teacher_forced_sha256"] = files_fingerprint([Path(teacher_forced)])
+        return settings
+
+    def _attention_writer(self, generator, models) -> AttentionStoreWriter:
+        """The open store of this run; opened on first use, resumed when it exists with the same settings."""
         writer = getattr(self, "_attention_store", None)
+        path = self.recording_option("record_cross_attn")
         if writer is None:
-            teacher_forced = self.recording_option("teacher_forced")
-            store_meta = {
-                "layers": generator.num_layers, "heads": generator.num_heads,
-                "mode": "teacher_forced" if teacher_forced else "beam_search",
-                "teacher_forced": teacher_forced,
-                "beam": None if teacher_forced else int(generator.beam_size),
-                "nbest": 1 if teacher_forced else generator.nbest,
-                "schema": "fairseq-xattn docs/generation.md",
-            }
-            path = self.recording_option("record_cross_attn")
-            writer = AttentionStoreWriter(path, store_meta, float16=bool(self.recording_option("record_float16")))
+            writer = AttentionStoreWriter(path, self._store_settings(generator, models),
+                                          float16=bool(self.recording_option("record_float16")))
             if writer.existing:
-                logger.warning(f"{path} already holds {len(writer.existing)} records: resuming, they are kept "
-                               "(remove the directory for a fresh run)")
+                logger.info(f"{path} already holds {len(writer.existing)} records of the same run settings: "
+                            "resuming, they are kept (delete the directory for a fresh run)")
             atexit.register(writer.close)
             self._attention_store = writer
+        elif not self._same_run(generator, models):  # another generator or model on the open store
+            stored = {k: v for k, v in writer.meta.items() if k not in ("format", "version", "kind", "float16")}
+            differences = settings_differences(stored, self._store_settings(generator, models))
+            if differences:
+                raise StoreError(settings_mismatch_message(path, differences))
+        self._attention_store_run = (generator, list(models))
         return writer
+
+    def _same_run(self, generator, models) -> bool:
+        """The generator and models the open store was last checked with (the same objects)."""
+        last_generator, last_models = getattr(self, "_attention_store_run", (None, []))
+        return generator is last_generator and len(models) == len(last_models) \
+            and all(m is n for m, n in zip(models, last_models))
 
     def close_recording(self) -> None:
         """Flush and close the attention store (also done at interpreter exit)."""
@@ -256,8 +336,8 @@ class RecordingTaskMixin:
             writer.close()
             self._attention_store = None
 
-    def _write_records(self, generator, sample, hypos, prefix_tokens, source: str) -> None:
-        writer = self._attention_writer(generator)
+    def _write_records(self, generator, models, sample, hypos, prefix_tokens, source: str) -> None:
+        writer = self._attention_writer(generator, models)
         tgt_dict = self.target_dictionary
         strip = getattr(generator, "symbols_to_strip_from_output", None) or {tgt_dict.eos()}
         utt_ids = self._utterance_ids(sample)
@@ -267,7 +347,7 @@ class RecordingTaskMixin:
         for i, utt_id in enumerate(utt_ids):
             reference = None
             if targets is not None:
-                reference = self._decode([t for t in targets[i] if t != pad], strip)
+                reference = self._decode([t for t in targets[i] if t != pad], strip, escape_unk=True)
             for rank, hypo in enumerate(hypos[i]):
                 if "cross_attention" not in hypo:
                     continue  # beyond --nbest

@@ -6,6 +6,8 @@ from .record_store import (
     StoreWriter,
     merge_stores,
     natural_key,
+    settings_differences,
+    settings_mismatch_message,
 )
 
 #: Store kinds written by fairseq-xattn.
@@ -20,5 +22,6 @@ def open_store(path, expect_kind=None) -> StoreReader:
 
 __all__ = [
     "Record", "StoreError", "StoreReader", "StoreWriter", "merge_stores", "natural_key",
+    "settings_differences", "settings_mismatch_message",
     "open_store", "KIND_CROSS_ATTENTION", "KIND_SALIENCY",
 ]

@@ -9,9 +9,17 @@ Why this format (and not HDF5 or a zip of .npy like fairseq's fbank store):
 * **numpy alone reads it**: every array is a standard ``.npy`` blob at a known byte offset;
 * **random access** by utterance id through the index, and **cheap merging** of shards.
 
+One writer at a time: a :class:`StoreWriter` holds an exclusive advisory lock (``flock`` on
+``.lock``) while it is open, because it appends at offsets it computed from the files; a second
+process that opens the same store fails at once instead of interleaving with it.  Parallel runs
+(shards) write one folder each and are joined with ``xattn store merge``.  Resuming a store is
+allowed only with the same store-level settings (``meta.json``): a difference in any of them is
+an error that names it, never a silent mix of records made under different settings.
+
 Layout of a store directory::
 
     meta.json      {"format": "xattn-store", "version": 1, "kind": ..., ...store-level settings}
+    .lock          empty; locked by the open writer (released when it closes or its process dies)
     arrays.bin     concatenated .npy blobs (``numpy.lib.format``), 64-byte aligned
     index.jsonl    one JSON object per record, in write order:
                    {"id": str, "rank": int, "meta": {...},
@@ -28,20 +36,46 @@ Reading a record with numpy only::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: stores are not locked
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
 FORMAT_NAME = "xattn-store"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 ARRAYS_FILE = "arrays.bin"
 INDEX_FILE = "index.jsonl"
+LOCK_FILE = ".lock"
 _ALIGN = 64
+_NOT_RECORDED = "(not recorded)"
+
+# Open writers of this process, by real store path (see StoreWriter._lock).
+_OPEN_WRITERS: "weakref.WeakValueDictionary[str, StoreWriter]" = weakref.WeakValueDictionary()
+
+
+def _forget_writers_in_child() -> None:
+    """After fork: the child (e.g. a data-loader worker) shares the parent's lock; flock is released only
+    when every copy of the descriptor is closed, so a child that outlives the writer would keep the store
+    locked.  The child closes its copies; the parent's lock and files are unaffected."""
+    for writer in list(_OPEN_WRITERS.values()):
+        writer._close("this process is a fork of the one that opened it", sync=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -209,11 +243,37 @@ class StoreReader:
             pass
 
 
+def settings_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """``(key, stored value, new value)`` for each store-level setting that differs, sorted by key.
+
+    A key that only one side has differs too (its value there is ``"(not recorded)"``): a store
+    that did not record a setting cannot be shown to match it.
+    """
+    stored, new = _jsonable(dict(stored)), _jsonable(dict(new))
+    return [(k, stored.get(k, _NOT_RECORDED), new.get(k, _NOT_RECORDED))
+            for k in sorted(set(stored) | set(new)) if stored.get(k, _NOT_RECORDED) != new.get(k, _NOT_RECORDED)]
+
+
+def settings_mismatch_message(path: PathLike, differences: Sequence[Tuple[str, Any, Any]]) -> str:
+    """The error for resuming the store at ``path`` with other settings: what differs, what to do."""
+    lines = "".join(f"\n  {k}: stored {old!r}, this run {new!r}" for k, old, new in differences)
+    return (f"{path}: cannot resume this store, it was written with other settings than this run's, so its "
+            f"records would not match this run's output:{lines}\n"
+            f"Write to another folder, or delete {path} to start over.")
+
+
 class StoreWriter:
     """Appends records; reopening an existing store resumes it (``done()`` tells what is there).
 
-    ``float16=True`` stores floating arrays in half precision (halves the size; attention rows then
-    sum to 1 within ~1e-3).
+    ``meta`` are the store-level settings (what determines the records); resuming a store whose
+    settings differ in any key raises :class:`StoreError` naming the keys.  ``float16=True`` stores
+    floating arrays in half precision (halves the size; attention rows then sum to 1 within ~1e-3).
+
+    The writer locks the store until :meth:`close` (see the module docstring): another process
+    opening it gets a :class:`StoreError`.  Within one process a new writer takes over from an
+    earlier one that was not closed (a run interrupted by an exception, then rerun in the same
+    interpreter); the earlier writer is closed and its later writes raise.  A process forked while the
+    writer is open (a data-loader worker) closes its copy at once and never holds the lock.
     """
 
     def __init__(self, path: PathLike, kind: str, meta: Optional[Mapping[str, Any]] = None,
@@ -221,23 +281,55 @@ class StoreWriter:
         self.path = Path(path)
         self.kind = kind
         self.float16 = float16
+        self._closed_because: Optional[str] = None
+        self._arrays = self._index = self._lock_file = None
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()  # before reading anything: another writer may be appending or truncating
+        try:
+            self._open(meta, resume)
+        except BaseException:
+            self._closed_because = "it failed to open"
+            self._release()
+            raise
+
+    def _lock(self) -> None:
+        key = os.path.realpath(self.path)
+        previous = _OPEN_WRITERS.get(key)
+        if previous is not None and not previous.closed:
+            logger.warning(f"{self.path}: an earlier writer of this process was not closed; taking over "
+                           f"(it flushes what it wrote and cannot write any more)")
+            previous._close(f"another StoreWriter of this process opened {self.path}")
+        self._lock_file = open(self.path / LOCK_FILE, "a")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by another process
+                self._lock_file.close()
+                self._lock_file = None
+                raise StoreError(
+                    f"{self.path} is being written by another process (it holds the lock on "
+                    f"{self.path / LOCK_FILE}); two writers would corrupt the store. Give each parallel run "
+                    f"(e.g. each fairseq-generate shard) its own folder and join them afterwards with "
+                    f"`xattn store merge SHARD_DIR [SHARD_DIR ...] --out MERGED_DIR`."
+                ) from None
+            except OSError as e:  # a file system without flock (ENOLCK on some NFS mounts): write unlocked
+                logger.warning(f"{self.path}: cannot lock the store ({e}); nothing keeps a second writer out")
+        _OPEN_WRITERS[key] = self
+
+    def _open(self, meta: Optional[Mapping[str, Any]], resume: bool) -> None:
         meta_path = self.path / META_FILE
-        store_meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
-                      "float16": float16, **dict(meta or {})}
+        store_meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": self.kind,
+                      "float16": self.float16, **dict(meta or {})}
         if meta_path.exists():
             with open(meta_path) as f:
                 old = json.load(f)
             if not resume:
                 raise StoreError(f"{self.path} already holds a store; remove it or resume it")
-            if old.get("kind") != kind:
-                raise StoreError(f"{self.path} holds a {old.get('kind')!r} store, not {kind!r}")
-            changed = {k for k in store_meta if k in old and old[k] != _jsonable(store_meta[k])}
-            if changed:
-                raise StoreError(
-                    f"{self.path}: cannot resume, the settings differ from the stored run in "
-                    f"{sorted(changed)} (stored: {{{', '.join(f'{k}: {old[k]!r}' for k in sorted(changed))}}})"
-                )
+            if old.get("kind") != self.kind:
+                raise StoreError(f"{self.path} holds a {old.get('kind')!r} store, not {self.kind!r}")
+            differences = settings_differences(old, store_meta)
+            if differences:
+                raise StoreError(settings_mismatch_message(self.path, differences))
         else:
             with open(meta_path, "w") as f:
                 json.dump(_jsonable(store_meta), f, indent=1, sort_keys=True)
@@ -256,6 +348,10 @@ class StoreWriter:
         self._arrays.seek(end)
         self._index = open(self.path / INDEX_FILE, "ab")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed_because is not None
+
     def done(self) -> set:
         """Keys ``(id, rank)`` already in the store."""
         return set(self._done)
@@ -265,6 +361,9 @@ class StoreWriter:
 
     def write(self, utt_id: str, arrays: Mapping[str, np.ndarray], meta: Optional[Mapping] = None,
               rank: int = 0) -> None:
+        if self.closed:
+            raise StoreError(f"{self.path}: this writer is closed ({self._closed_because}); "
+                             f"utterance {utt_id!r} (rank {rank}) was not written")
         key = (str(utt_id), int(rank))
         if key in self._done:
             raise StoreError(f"{self.path}: utterance {utt_id!r} (rank {rank}) is already stored")
@@ -292,11 +391,31 @@ class StoreWriter:
         self._done.add(key)
 
     def close(self) -> None:
-        for f in (self._arrays, self._index):
-            if not f.closed:
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+        """Flush, sync and unlock (idempotent)."""
+        self._close("closed")
+
+    def _close(self, reason: str, sync: bool = True) -> None:
+        if self.closed:
+            return
+        self._closed_because = reason
+        try:
+            for f in (self._arrays, self._index):
+                if f is not None and not f.closed:
+                    if sync:  # (a forked copy only drops its descriptors: write() flushed every record)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    f.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop the lock (closing the file releases the flock) and the registration."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        key = os.path.realpath(self.path)
+        if _OPEN_WRITERS.get(key) is self:
+            del _OPEN_WRITERS[key]
 
     def __enter__(self) -> "StoreWriter":
         return self

@@ -101,3 +101,21 @@ def random_s2t_conformer(task, seed=0):
 
 def all_hypotheses(hypos) -> List[dict]:
     return [h for per_utt in hypos for h in per_utt]
+
+
+def data_copy(tiny_data, dest, replace_words=None):
+    """A copy of the tiny data folder (config.yaml, dict.txt, test.tsv; features shared by absolute path),
+    with ``replace_words`` ({old: new}) applied to the test manifest's ``tgt_text`` column."""
+    dest.mkdir(parents=True)
+    for name in ("config.yaml", "dict.txt"):
+        (dest / name).write_text((tiny_data / name).read_text())
+    lines = (tiny_data / "test.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    col = header.index("tgt_text")
+    rows = []
+    for line in lines[1:]:
+        fields = line.split("\t")
+        fields[col] = " ".join((replace_words or {}).get(w, w) for w in fields[col].split())
+        rows.append("\t".join(fields))
+    (dest / "test.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
+    return dest

@@ -8,10 +8,11 @@ import pytest
 import torch
 from fairseq.sequence_generator import SequenceGenerator
 
-from fairseq_xattn.generation import CrossAttentionRecordingGenerator, record_teacher_forced
+from fairseq_xattn.generation import CrossAttentionRecordingGenerator, open_attention_store, record_teacher_forced
 
 from .helpers import (
-    all_hypotheses, max_difference_to_teacher_forced, random_s2t_conformer, random_xattn_conformer, subsampled,
+    all_hypotheses, generation_args, make_task, max_difference_to_teacher_forced, random_s2t_conformer,
+    random_xattn_conformer, subsampled,
 )
 
 TOLERANCE = 1e-5
@@ -29,6 +30,33 @@ def test_recorded_attention_equals_teacher_forced_recomputation(loaded, mixed_ba
     assert len(hypos) == 10 and all(len(h) == beam for h in hypos)
     # every hypothesis of the beam (not just the best) must carry its own history
     assert max_difference_to_teacher_forced(model, mixed_batch, hypos, task.target_dictionary) <= TOLERANCE
+
+
+def test_prefix_size_1_records_each_hypothesis_own_history(loaded, mixed_batch, tmp_path):
+    """How ST / multitask models are decoded: ``--prefix-size 1`` forces the first target token (the
+    language tag); fairseq-generate passes ``prefix_tokens = target[:, :1]`` to inference_step."""
+    model, base = loaded
+    task = make_task(base.args, base.tgt_dict, record_cross_attn=str(tmp_path / "store"))
+    task.load_dataset("test")
+    generator = task.build_generator([model], generation_args(beam=5, nbest=5, prefix_size=1))
+    prefix = mixed_batch["target"][:, :1]
+    hypos = task.inference_step(generator, [model], mixed_batch, prefix_tokens=prefix)
+    task.close_recording()
+    assert len(hypos) == 10 and all(len(h) == 5 for h in hypos)
+    for forced, per_utt in zip(prefix[:, 0].tolist(), hypos):
+        assert {h["tokens"][0].item() for h in per_utt} == {forced}
+    assert len({tuple(h["tokens"].tolist()) for h in hypos[0]}) > 1  # really different histories
+    assert max_difference_to_teacher_forced(model, mixed_batch, hypos, task.target_dictionary) <= TOLERANCE
+    ids = task.dataset("test").ids
+    with open_attention_store(tmp_path / "store") as store:
+        assert store.meta["prefix_size"] == 1 and len(store) == 50
+        for index, per_utt in zip(mixed_batch["id"].tolist(), hypos):
+            for rank, hypo in enumerate(per_utt):
+                record = store.get(ids[index], rank)
+                assert record.meta["prefix_len"] == 1
+                assert record.meta["tokens"] == hypo["tokens"].tolist()
+                torch.testing.assert_close(torch.from_numpy(record["attention"]), hypo["cross_attention"],
+                                           atol=0, rtol=0)
 
 
 def test_recorded_shapes_and_rows(loaded, mixed_batch):

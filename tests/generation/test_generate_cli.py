@@ -12,7 +12,7 @@ import pytest
 from fairseq_xattn.generation import open_attention_store
 from tests.fixtures.tiny_s2t import USER_DIR, fairseq_cli
 
-from .helpers import subsampled
+from .helpers import data_copy, subsampled
 
 SEARCH = ["--beam", "5", "--nbest", "2", "--no-repeat-ngram-size", "2"]
 
@@ -106,3 +106,22 @@ def test_teacher_forced_reference_from_the_command_line(runs, manifest):
             record = store.get(row["id"])
             assert record.meta["text"] == row["tgt_text"]
             assert record["attention"].shape[2] == len(row["tgt_text"].split()) + 1
+
+
+def test_stored_text_and_reference_equal_the_printed_lines_with_unk(tiny_data, tiny_checkpoint, tmp_path):
+    # references with a word not in the dictionary; teacher forcing them gives hypotheses with <unk>:
+    # fairseq prints T- lines with '<<unk>>' and D- lines with '<unk>'; the store must say the same
+    data = data_copy(tiny_data, tmp_path / "data", {"delta": "zulu"})
+    out = generate(data, tiny_checkpoint, "--record-cross-attn", str(tmp_path / "store"), "--teacher-forced", "reference")
+    with open(data / "test.tsv") as f:
+        ids = [row["id"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    printed = {}
+    for line in lines(out, "T-", "D-"):
+        key, *_, text = line.split("\t")
+        printed[key[0], ids[int(key[2:])]] = text
+    assert sum("<unk>" in text for (kind, _), text in printed.items() if kind == "D") == 6
+    with open_attention_store(tmp_path / "store") as store:
+        for utt_id in ids:
+            meta = store.row_meta(utt_id)
+            assert meta["text"] == printed["D", utt_id]
+            assert meta["reference"] == printed["T", utt_id]

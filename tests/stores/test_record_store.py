@@ -1,10 +1,14 @@
-"""The append-only store: random access, numpy-only reading, crash safety, resume, merge."""
+"""The append-only store: random access, numpy-only reading, crash safety, resume, merge, locking."""
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from fairseq_xattn.stores import StoreError, StoreWriter, merge_stores, open_store
+from fairseq_xattn.stores import StoreError, StoreWriter, merge_stores, open_store, record_store
 
 
 def _arrays(i):
@@ -83,3 +87,122 @@ def test_merge_of_shards_equals_one_store_in_natural_id_order(tmp_path):
     np.testing.assert_array_equal(m["u10"]["attention"], _arrays(10)["attention"])
     with pytest.raises(StoreError, match="in both"):
         merge_stores([tmp_path / "s0", tmp_path / "s0"], tmp_path / "m2")
+
+
+def test_resume_refusal_names_the_store_each_setting_old_and_new_and_what_to_do(tmp_path):
+    StoreWriter(tmp_path / "s", "saliency", {"masks": 10, "p": 0.5, "seed": 1}).close()
+    with pytest.raises(StoreError) as e:
+        StoreWriter(tmp_path / "s", "saliency", {"masks": 20, "p": 0.5, "seed": 2})
+    message = str(e.value)
+    assert str(tmp_path / "s") in message
+    assert "masks: stored 10, this run 20" in message and "seed: stored 1, this run 2" in message
+    assert "p:" not in message  # only what differs
+    assert "another folder" in message and "delete" in message
+
+
+def test_resume_refuses_a_setting_the_store_did_not_record(tmp_path):
+    # e.g. a store of an older version that did not record the model: it cannot be shown to match
+    StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5}).close()
+    with pytest.raises(StoreError, match=r"model_sha256: stored '\(not recorded\)', this run 'abc'"):
+        StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5, "model_sha256": "abc"})
+    with StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5}) as w:  # the same settings resume
+        w.write("u0", _arrays(0))
+    assert open_store(tmp_path / "s").ids() == ["u0"]
+
+
+# Holds a writer open on argv[1] in another process until its stdin closes.  record_store.py is
+# loaded by path: it needs numpy only, and importing fairseq_xattn (fairseq) would take seconds.
+HOLDER = textwrap.dedent("""
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("record_store", {module!r})
+    record_store = sys.modules["record_store"] = importlib.util.module_from_spec(spec)  # (dataclasses need it)
+    spec.loader.exec_module(record_store)
+    try:
+        writer = record_store.StoreWriter(sys.argv[1], "saliency", {{"masks": 10}})
+    except record_store.StoreError as e:
+        print("refused:", e, flush=True)
+        sys.exit(2)
+    print("open", flush=True)
+    sys.stdin.readline()
+    writer.close()
+""").format(module=record_store.__file__)
+
+
+def _holder(path):
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_store_open_in_another_process_cannot_be_opened(tmp_path):
+    holder = _holder(tmp_path / "s")
+    try:
+        assert holder.stdout.readline().strip() == "open", holder.stderr.read()
+        with pytest.raises(StoreError) as e:
+            StoreWriter(tmp_path / "s", "saliency", {"masks": 10})
+        message = str(e.value)
+        assert f"{tmp_path / 's'} is being written by another process" in message
+        assert "its own folder" in message and "xattn store merge" in message
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+    # the holder closed: the store opens again and has what it had (nothing was truncated)
+    with StoreWriter(tmp_path / "s", "saliency", {"masks": 10}) as w:
+        w.write("u0", _arrays(0))
+        # ... and now it is this process that keeps the other one out
+        other = _holder(tmp_path / "s")
+        out, _ = other.communicate(timeout=60)
+        assert other.returncode == 2 and "refused:" in out and "another process" in out
+    # a closed writer, and one refused for its settings, leave the store unlocked
+    with pytest.raises(StoreError, match="masks"):
+        StoreWriter(tmp_path / "s", "saliency", {"masks": 99})
+    last = _holder(tmp_path / "s")
+    assert last.stdout.readline().strip() == "open"
+    last.stdin.close()
+    last.wait(timeout=60)
+    assert open_store(tmp_path / "s").ids() == ["u0"]
+
+
+def test_a_second_writer_of_the_same_process_takes_over_and_the_first_cannot_write(tmp_path):
+    # An in-process rerun after an exception (the first writer never closed) must work; the two
+    # writers must still never interleave.
+    first = StoreWriter(tmp_path / "s", "saliency")
+    first.write("u0", _arrays(0))
+    second = StoreWriter(tmp_path / "s", "saliency")
+    assert second.done_ids() == {"u0"}
+    with pytest.raises(StoreError, match="this writer is closed.*another StoreWriter of this process"):
+        first.write("u1", _arrays(1))
+    second.write("u2", _arrays(2))
+    first.close()  # no effect on the store or on the second writer's lock
+    second.write("u3", _arrays(3))
+    second.close()
+    r = open_store(tmp_path / "s")
+    assert r.ids() == ["u0", "u2", "u3"]
+    for u in r.ids():
+        np.testing.assert_array_equal(r[u]["attention"], _arrays(int(u[1:]))["attention"])
+
+
+def test_a_forked_child_does_not_keep_the_store_locked(tmp_path):
+    # A child forked while the writer is open (a data-loader worker) shares its lock; were it not to
+    # drop it, the store would stay locked after the writer closed, for as long as the child lives.
+    writer = StoreWriter(tmp_path / "s", "saliency", {"masks": 10})
+    writer.write("u0", _arrays(0))
+    release_child, child_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: outlives the writer
+        os.close(child_end)
+        os.read(release_child, 1)
+        os._exit(0)
+    os.close(release_child)
+    try:
+        writer.close()
+        holder = _holder(tmp_path / "s")
+        out = holder.stdout.readline().strip()
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        assert out == "open", holder.stderr.read()
+    finally:
+        os.write(child_end, b"x")
+        os.close(child_end)
+        os.waitpid(pid, 0)
+    assert open_store(tmp_path / "s").ids() == ["u0"]
