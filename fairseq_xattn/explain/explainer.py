@@ -17,7 +17,7 @@ import torch
 
 from .accumulator import SaliencyAccumulator
 from .convergence import ConvergenceMonitor
-from .mask_batching import auto_mask_batch_size
+from .mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES, auto_mask_batch_size
 from .masks import MaskSampler
 from .perturbations import TARGETS, build_perturbation
 from .scorers import get_scorer
@@ -47,8 +47,9 @@ class ExplainSettings:
     early_stop_interval: int = 500
     early_stop_min_masks: int = 2000
     # speed knobs (do not change the map beyond float rounding)
-    mask_batch_size: int = 0                  # 0 = automatic (memory budget)
-    budget_mask_frames: int = 32768
+    mask_batch_size: int = 0                  # 0 = automatic (memory budgets below, mask_batching.py)
+    budget_mask_frames: int = BUDGET_MASK_FRAMES  # masks x frames (T or T')
+    budget_logits: int = BUDGET_LOGITS        # masks x tokens x vocabulary (N x I x V log-probs)
     kv_reuse: bool = True
 
     def __post_init__(self):
@@ -102,11 +103,14 @@ class Explainer:
         self.scorer = get_scorer(settings.scorer)
         self.progress = progress
 
-    def mask_batch_size(self, n_cells: int) -> int:
+    def mask_batch_size(self, n_cells: int, n_tokens: int = 1, vocab_size: int = 0) -> int:
+        """Masks per forward for ``n_cells`` frames (T or T') and ``I x V`` = ``n_tokens x vocab_size``
+        output log-probabilities per mask (``vocab_size`` 0: not counted)."""
         s = self.settings
         if s.mask_batch_size > 0:
             return s.mask_batch_size
-        return auto_mask_batch_size(self.perturbation.target, n_cells, s.budget_mask_frames)
+        return auto_mask_batch_size(self.perturbation.target, n_cells, s.budget_mask_frames,
+                                    n_tokens, vocab_size, s.budget_logits)
 
     @torch.no_grad()
     def explain(self, utt_id: str, features: torch.Tensor, target_tokens: torch.Tensor,
@@ -135,12 +139,16 @@ class Explainer:
         if int(target_tokens.max()) >= ref.shape[-1]:
             raise ValueError(f"utterance {utt_id!r}: token id {int(target_tokens.max())} is outside the model's "
                              f"vocabulary ({ref.shape[-1]} symbols)")
+        if (torch.isnan(ref) | torch.isposinf(ref)).any():  # -inf is fine: probability 0
+            raise ValueError(f"utterance {utt_id!r}: the model's reference log-probabilities (unperturbed input) "
+                             "contain NaN or +inf: nothing to compare the perturbed outputs with")
         positional = ref.gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
         # Two accumulators, masks of even and odd index: the split-half early-stop estimate needs them.
         halves = [SaliencyAccumulator(target_tokens.numel(), ctx.labels, ctx.units_per_level) for _ in range(2)]
+        # Masks are drawn on the CPU and delivered to the features' device: maps do not depend on it.
         sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device)
         monitor = ConvergenceMonitor(s.early_stop, s.early_stop_interval, s.early_stop_min_masks)
-        batch = self.mask_batch_size(ctx.n_cells)
+        batch = self.mask_batch_size(ctx.n_cells, *ref.shape)
         stops = sorted({int(n) for n in snapshots if 0 < n <= s.n_masks})
         taken: Dict[int, np.ndarray] = {}
         bar = self._progress_bar(utt_id, s.n_masks)

@@ -4,7 +4,10 @@ Masks are drawn in fixed blocks of ``BLOCK`` masks per granularity level, each b
 ``torch.Generator`` seeded by a hash of (seed, utterance id, level, block).  Whatever range of masks a
 forward batch asks for, a mask is always the same row of the same block: the maps do not depend on
 the mask batch size, on how fairseq batched the utterances, on their order or on sharding.  Bits are
-generated on the model's device (CPU and CUDA generators give different, equally valid, streams).
+always drawn by CPU generators and only then moved to the model's device (``device``): CPU and CUDA
+generators give different streams, so drawing on the model's device would make the maps depend on it
+(and a run resumed on another device would mix two streams).  The masks are small booleans
+(``masks x segments`` or ``masks x T'``), so the copy costs nothing next to a forward pass.
 
 Order of the masks: global index ``n`` belongs to level ``n % L`` (its ``n // L``-th mask), so every
 prefix of the sequence is split evenly across the levels (what early stopping and convergence curves
@@ -42,7 +45,10 @@ class MaskBatch:
 
 
 class MaskSampler:
-    """Bernoulli(p) occlusion of ``units_per_level[l]`` units, reproducible per utterance."""
+    """Bernoulli(p) occlusion of ``units_per_level[l]`` units, reproducible per utterance.
+
+    ``device``: where the masks are delivered (the model's device); it never changes their bits.
+    """
 
     def __init__(self, units_per_level: Sequence[int], p: float, seed: int, utt_id: str,
                  device: torch.device = torch.device("cpu")):
@@ -62,19 +68,20 @@ class MaskSampler:
         return len(self.units)
 
     def _block(self, level: int, block: int) -> torch.Tensor:
-        """``BLOCK x S_level`` bool: block ``block`` of level ``level``."""
+        """``BLOCK x S_level`` bool on the CPU: block ``block`` of level ``level``."""
         key = (level, block)
         if key not in self._cache:
-            gen = torch.Generator(device=self.device)
+            # CPU generator whatever the model's device: the bits must not depend on it.
+            gen = torch.Generator(device="cpu")
             gen.manual_seed(stable_seed(self.seed, self.utt_id, level, block))
-            draw = torch.rand(BLOCK, self.units[level], generator=gen, device=self.device)
+            draw = torch.rand(BLOCK, self.units[level], generator=gen, device="cpu")
             if len(self._cache) >= 4 * len(self.units):  # a batch spans few blocks: bound memory
                 self._cache.clear()
             self._cache[key] = draw < self.p
         return self._cache[key]
 
     def level_masks(self, level: int, start: int, count: int) -> torch.Tensor:
-        """Masks ``start .. start+count-1`` of one level: ``count x S_level`` bool."""
+        """Masks ``start .. start+count-1`` of one level: ``count x S_level`` bool on ``device``."""
         out: List[torch.Tensor] = []
         j, end = start, start + count
         while j < end:
@@ -84,7 +91,7 @@ class MaskSampler:
             j += take
         if not out:
             return torch.zeros(0, self.units[level], dtype=torch.bool, device=self.device)
-        return torch.cat(out)
+        return torch.cat(out).to(self.device)  # one copy per level and batch
 
     def batch(self, start: int, count: int) -> MaskBatch:
         """Global masks ``start .. start+count-1`` (level ``n % L``, level index ``n // L``)."""

@@ -28,6 +28,7 @@ from omegaconf import II
 from ..explain.explainer import Explainer, ExplainSettings
 from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
+from ..explain.mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES
 from ..explain.saliency_store import SALIENCY_ARRAY, open_saliency_writer, record_meta
 from ..stores import KIND_SALIENCY, StoreReader
 from .speech_to_text_ctc import SpeechToTextCtcConfig, SpeechToTextCtcTask
@@ -67,9 +68,13 @@ class SpeechExplainConfig(SpeechToTextCtcConfig):
     explain_early_stop_interval: int = field(default=500, metadata={"help": "masks between early-stop checks"})
     explain_early_stop_min_masks: int = field(default=2000, metadata={"help": "never stop before this many masks"})
     explain_mask_batch_size: int = field(default=0, metadata={
-        "help": "masked copies per forward pass (0: automatic, bounded by --explain-budget)"})
-    explain_budget: int = field(default=32768, metadata={
+        "help": "masked copies per forward pass (0: automatic, bounded by --explain-budget and "
+                "--explain-budget-logits)"})
+    explain_budget: int = field(default=BUDGET_MASK_FRAMES, metadata={
         "help": "automatic mask batch: at most this many mask x frame cells (T for input, T' for encoder)"})
+    explain_budget_logits: int = field(default=BUDGET_LOGITS, metadata={
+        "help": "automatic mask batch: at most this many mask x token x vocabulary elements (the N x I x V "
+                "output log-probabilities, float32; the default is 128 MB per copy)"})
     explain_no_kv_reuse: bool = field(default=False, metadata={
         "help": "encoder target: re-project keys/values of every masked copy (slower; for checking)"})
     explain_float16: bool = field(default=False, metadata={"help": "store maps in float16"})
@@ -100,6 +105,7 @@ def settings_from_config(cfg) -> ExplainSettings:
         early_stop=float(cfg.explain_early_stop), early_stop_interval=int(cfg.explain_early_stop_interval),
         early_stop_min_masks=int(cfg.explain_early_stop_min_masks),
         mask_batch_size=int(cfg.explain_mask_batch_size), budget_mask_frames=int(cfg.explain_budget),
+        budget_logits=int(cfg.explain_budget_logits),
         kv_reuse=not cfg.explain_no_kv_reuse)
 
 
@@ -148,11 +154,13 @@ class SpeechExplainTask(SpeechToTextCtcTask):
             raise ValueError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
         return shard_store_path(self.cfg.explain_store, *self._shard)
 
-    def _store_writer(self):
+    def _store_writer(self, models):
         if self._writer is None:
             path = self.store_path()
             # Absolute path: the same run resumed (or another shard) from another directory still matches.
-            meta = {**self.settings.store_meta(), "hypotheses": str(Path(self.cfg.explain_hypotheses).resolve())}
+            # The model and data identity make a rerun with another checkpoint or data refuse to resume.
+            meta = {**self.settings.store_meta(), "hypotheses": str(Path(self.cfg.explain_hypotheses).resolve()),
+                    **self.run_identity(models)}
             shard_id, num_shards = self._shard
             if num_shards > 1:
                 meta.update(shard_id=shard_id, shard_count=num_shards)
@@ -186,7 +194,17 @@ class SpeechExplainTask(SpeechToTextCtcTask):
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         explainer = self._explainer_for(models)
         hypotheses = self._hypothesis_source()  # before the store: its meta records the hypotheses' path
-        writer = self._store_writer()
+        writer = self._store_writer(models)
+        try:
+            return self._explain_batch(explainer, hypotheses, writer, sample)
+        except BaseException:
+            # Interrupted (Ctrl-C, an error): release the store now, not at exit.  Its records stay (the same
+            # command resumes them), and no process forked later (data-loader workers of a rerun in this
+            # interpreter) inherits the store's lock.
+            self.close_explain_store()
+            raise
+
+    def _explain_batch(self, explainer: Explainer, hypotheses: HypothesisSource, writer, sample) -> List[List[dict]]:
         d = self.target_dictionary
         src = sample["net_input"]["src_tokens"]
         lengths = sample["net_input"]["src_lengths"].tolist()

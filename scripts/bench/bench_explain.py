@@ -117,7 +117,8 @@ def main():
     ]:
         settings = ExplainSettings(target=target, n_masks=n, mask_batch_size=batch)
         r, _ = rate(adapter, settings, features, tokens, eos)
-        used = batch or Explainer(adapter, settings).mask_batch_size(args.frames if target == "input" else -(-args.frames // 4))
+        n_cells = args.frames if target == "input" else -(-args.frames // 4)
+        used = batch or Explainer(adapter, settings).mask_batch_size(n_cells, len(tokens), len(d))
         rows.append((name, r, used))
         print(f"  {name:<40} {r:9.1f} masks/s   (batch {used})")
     rates = {name: r for name, r, _ in rows}

@@ -10,10 +10,11 @@ import torch
 
 
 class RegionOracle:
-    def __init__(self, region: torch.Tensor, vocab: int = 6, n_tokens: int = 3, scale: float = 4.0, seed: int = 0):
-        self.region = region.bool()
+    def __init__(self, region: torch.Tensor, vocab: int = 6, n_tokens: int = 3, scale: float = 4.0, seed: int = 0,
+                 device: str = "cpu"):
+        self.region = region.bool().to(device)
         g = torch.Generator().manual_seed(seed)
-        self.A = torch.randn(n_tokens, vocab, generator=g)
+        self.A = torch.randn(n_tokens, vocab, generator=g).to(device)
         self.scale = scale
         self.calls = []  # batch sizes seen (for tests of batching)
 

@@ -93,6 +93,72 @@ def test_masks_do_not_depend_on_how_they_are_batched():
                            MaskSampler([7], 0.5, 3, "a").level_masks(0, 0, 64))
 
 
+def test_mask_bits_do_not_depend_on_the_model_device(monkeypatch):
+    """Masks are drawn by CPU generators and only delivered to the model's device: here ``meta``, a device
+    no generator exists for.  So CPU and CUDA runs (or a run resumed on another device) use the same masks."""
+    units = [7, 11, 13]
+    on_cpu = MaskSampler(units, p=0.5, seed=3, utt_id="a").batch(0, 300)
+    delivered = []
+    real_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if out.device.type == "meta" and self.device.type == "cpu" and self.dtype == torch.bool:
+            delivered.append(self.clone())  # the bits moved onto the model's device
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    on_meta = MaskSampler(units, p=0.5, seed=3, utt_id="a", device="meta").batch(0, 300)
+    monkeypatch.undo()
+    for level in range(3):
+        assert on_meta.occluded[level].device.type == "meta" and on_meta.rows[level].device.type == "meta"
+        assert on_meta.occluded[level].shape == on_cpu.occluded[level].shape
+        assert any(torch.equal(bits, on_cpu.occluded[level]) for bits in delivered), level
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("target", ["input", "encoder"])
+def test_maps_are_the_same_on_cpu_and_cuda(target):
+    cpu = explain(RegionOracle(region_mask()), spectrogram(), target=target, n_masks=150)
+    cuda = explain(RegionOracle(region_mask(), device="cuda"), spectrogram().cuda(), target=target, n_masks=150)
+    np.testing.assert_allclose(cpu.saliency, cuda.saliency, rtol=1e-4, atol=1e-6)
+
+
+def test_automatic_mask_batch_shrinks_for_a_large_output():
+    from fairseq_xattn.explain.mask_batching import BUDGET_LOGITS, auto_mask_batch_size
+
+    assert auto_mask_batch_size("encoder", 100) == 256
+    assert auto_mask_batch_size("encoder", 100, n_tokens=12, vocab_size=200) == 256   # demo-size output
+    # The paper's 16k vocabulary and 60 tokens: 256 masks would be ~1 GB per copy of the log-probs.
+    size = auto_mask_batch_size("encoder", 100, n_tokens=60, vocab_size=16000)
+    assert size == BUDGET_LOGITS // (60 * 16000) == 34
+    assert auto_mask_batch_size("input", 400, n_tokens=60, vocab_size=16000) == 34
+    assert auto_mask_batch_size("encoder", 100, n_tokens=600, vocab_size=100000) == 1   # never 0
+    # 100 masks fit: rounded down to the mask block
+    assert auto_mask_batch_size("encoder", 100, n_tokens=8, vocab_size=1000, budget_logits=100 * 8000) == 64
+
+
+def test_explainer_sizes_mask_batches_by_the_output_without_changing_the_map():
+    oracle = RegionOracle(region_mask(), vocab=1000)  # I x V = 3000 log-probs per mask
+    auto = explain(oracle, spectrogram(), target="input", n_masks=150, budget_logits=20 * 3000)
+    assert max(oracle.calls) == 20
+    oracle.calls.clear()
+    small = explain(oracle, spectrogram(), target="input", n_masks=150, mask_batch_size=3)
+    assert max(oracle.calls) == 3
+    np.testing.assert_allclose(auto.saliency, small.saliency, rtol=1e-5, atol=1e-7)
+
+
+def test_a_reference_with_nan_is_refused_with_the_utterance():
+    class Broken(RegionOracle):
+        def decode_logprobs(self, encoded, prev_output_tokens):
+            return torch.full_like(super().decode_logprobs(encoded, prev_output_tokens), float("nan"))
+
+    oracle = Broken(region_mask())
+    with pytest.raises(ValueError, match="utt1.*reference log-probabilities.*NaN"):
+        explain(oracle, spectrogram(), target="encoder")
+    assert oracle.calls == []
+
+
 def test_total_masks_split_evenly_across_levels():
     whole = MaskSampler([5, 5, 5], p=0.5, seed=0, utt_id="x").batch(0, 200)
     assert [len(whole.rows[lv]) for lv in range(3)] == [67, 67, 66]

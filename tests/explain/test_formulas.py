@@ -83,3 +83,39 @@ def test_constant_and_empty_spectrograms():
         slic_labels(np.zeros((0, 80)), 4)
     with pytest.raises(SegmentationError, match="NaN"):
         slic_labels(np.full((5, 80), np.nan), 4)
+
+
+def test_kl_of_a_destroyed_prediction_is_the_largest_finite_score():
+    """Perturbed NaN / +inf log-probs (the model broke) and -inf (P = 0) are a large change, never 0 or NaN."""
+    ref = torch.log(torch.tensor([[0.5, 0.5, 0.0]]))             # P_ref = 0 on the last symbol
+    nan, inf = float("nan"), float("inf")
+    pert = torch.tensor([[[nan, nan, nan]], [[-inf, -inf, 0.0]], [[inf, math.log(0.5), -inf]],
+                         [[math.log(0.5), math.log(0.5), -inf]]])
+    kl = get_scorer("kl")(ref, pert)
+    assert torch.isfinite(kl).all()
+    # P_pert counts as 0 where it is NaN or -inf: each symbol of the reference costs 0.5 * (log 0.5 + 100).
+    floor = 0.5 * (math.log(0.5) + 100) * 2
+    assert kl[0, 0].item() == pytest.approx(floor, rel=1e-6)
+    assert kl[1, 0].item() == pytest.approx(floor, rel=1e-6)
+    # +inf is no log-probability either: P_pert = 0 on the first symbol, 0.5 on the second.
+    assert kl[2, 0].item() == pytest.approx(floor / 2, rel=1e-6)
+    assert kl[3, 0].item() == pytest.approx(0.0, abs=1e-6)       # same distribution, P_ref = 0 ignored
+    assert (kl <= 100.0).all()                                   # bounded by -LOG_FLOOR: cannot overflow
+
+
+def test_kl_is_computed_in_bounded_chunks_with_the_same_result(monkeypatch):
+    from torch.profiler import ProfilerActivity, profile
+
+    from fairseq_xattn.explain import scorers
+
+    n, i, v = 40, 6, 512
+    g = torch.Generator().manual_seed(0)
+    ref = torch.log_softmax(torch.randn(i, v, generator=g), -1)
+    pert = torch.log_softmax(torch.randn(n, i, v, generator=g), -1)
+    whole = (ref.exp() * (ref - pert)).sum(-1).clamp_min(0.0)    # the formula on the full tensor
+    monkeypatch.setattr(scorers, "CHUNK_ELEMENTS", 4 * i * v, raising=False)   # 4 masks per chunk
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        chunked = scorers.kl_divergence(ref, pert)
+    assert torch.equal(chunked, whole)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest <= 4 * i * v * 4, f"an allocation of {largest} bytes: the N x I x V input was copied whole"

@@ -12,6 +12,8 @@ from .generate_runner import (assert_same_store, explain_argv, generate_in_proce
                               store_contents)
 
 ENCODER = ["--explain-target", "encoder", "--explain-masks", "96"]
+# Few masks and two coarse SLIC levels: full passes are the slow part of the input target.
+INPUT = ["--explain-target", "input", "--explain-masks", "6", "--explain-patches-per-second", "100,200"]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,57 @@ def test_maps_do_not_depend_on_batching_or_order(single_run, tiny_data, tiny_che
     generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, store, *ENCODER, "--batch-size", "1",
                                      "--explain-mask-batch-size", "64"))
     assert_same_store(single_run[0], store)
+
+
+@pytest.fixture(scope="module")
+def single_input_run(tiny_data, tiny_checkpoint, hyp_tsv, tmp_path_factory):
+    """One uninterrupted, unsharded run of the input target (6 masks, default batching)."""
+    store = tmp_path_factory.mktemp("single_input") / "sal"
+    generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, store, *INPUT, "--max-tokens", "4000"))
+    return store
+
+
+def _write_order(store):
+    return [rec.id for rec in StoreReader(store)]
+
+
+def test_input_maps_do_not_depend_on_batching_order_or_sharding(single_input_run, tiny_data, tiny_checkpoint,
+                                                                hyp_tsv, tmp_path):
+    bs1 = tmp_path / "bs1"
+    generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, bs1, *INPUT, "--batch-size", "1"))
+    assert len(StoreReader(bs1)) == 10
+    assert_same_store(single_input_run, bs1)
+    sharded = tmp_path / "sal"
+    for k in (1, 0):  # the second shard first: another write order again
+        generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, sharded, *INPUT, "--max-tokens", "500",
+                                         "--num-shards", "2", "--shard-id", str(k)))
+    shards = sorted(tmp_path.glob("sal.shard*-of-2"))
+    from fairseq_xattn.cli import main as xattn
+
+    assert xattn(["store", "merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    assert _write_order(tmp_path / "merged") != _write_order(single_input_run)  # the order did change
+    assert_same_store(single_input_run, tmp_path / "merged")
+
+
+def test_input_map_with_small_automatic_mask_batches(single_input_run, tiny_data, tiny_checkpoint, hyp_tsv,
+                                                     tmp_path, monkeypatch):
+    """--explain-budget-logits shrinks the automatic mask batch (here to 1 mask per forward: the budget is
+    below one mask's I x V); only float rounding may change."""
+    from fairseq_xattn.explain import explainer as explainer_module
+
+    sizes = []
+    real = explainer_module.Explainer.mask_batch_size
+    monkeypatch.setattr(explainer_module.Explainer, "mask_batch_size",
+                        lambda self, *a: sizes.append(real(self, *a)) or sizes[-1])
+    store = tmp_path / "sal"
+    generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, store, *INPUT, "--max-tokens", "4000",
+                                     "--explain-budget-logits", "1"))
+    assert sizes == [1] * 10
+    small, auto = store_contents(store), store_contents(single_input_run)
+    assert sorted(small) == sorted(auto)
+    for utt_id, (meta, saliency) in small.items():
+        assert meta == auto[utt_id][0]
+        np.testing.assert_allclose(saliency, auto[utt_id][1], rtol=1e-5, atol=1e-6, err_msg=utt_id)
 
 
 def test_shards_merge_into_the_single_run(single_run, tiny_data, tiny_checkpoint, hyp_tsv, tmp_path):
@@ -158,6 +211,23 @@ def test_resuming_with_other_settings_is_refused(single_run, tiny_data, tiny_che
     with pytest.raises(StoreError, match="n_masks"):
         generate_in_process(explain_argv(tiny_data, tiny_checkpoint, hyp_tsv, store, "--explain-target", "encoder",
                                          "--explain-masks", "50"))
+
+
+def test_resuming_with_another_checkpoint_is_refused(single_run, tiny_data, tiny_checkpoint, hyp_tsv, tmp_path):
+    # same hypotheses and explain options, other weights: the stored maps belong to the old model
+    import shutil
+
+    import torch
+
+    state = torch.load(tiny_checkpoint, weights_only=False)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 0.01
+    retrained = tmp_path / "retrained.pt"
+    torch.save(state, retrained)
+    store = tmp_path / "sal"
+    shutil.copytree(single_run[0], store)
+    with pytest.raises(StoreError, match="model_sha256"):
+        generate_in_process(explain_argv(tiny_data, retrained, hyp_tsv, store, *ENCODER))
 
 
 def test_missing_hypothesis_names_the_utterance(tiny_data, tiny_checkpoint, hyp_tsv, tmp_path):
