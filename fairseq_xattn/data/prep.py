@@ -74,6 +74,15 @@ def _features_job(job):
     return key, feats, dur
 
 
+def check_specaugment(specaugment: Optional[str]) -> Optional[str]:
+    """The SpecAugment policy name, or None for "none"/None; anything else is an error."""
+    if specaugment is None or specaugment == "none":
+        return None
+    if specaugment not in SPECAUGMENT_POLICIES:
+        raise ValueError(f"--specaugment {specaugment!r}: choose from {', '.join(SPECAUGMENT_POLICIES)} or none")
+    return specaugment
+
+
 def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], has_source_vocab: bool = True) -> Path:
     import yaml
 
@@ -90,9 +99,8 @@ def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], ha
         cfg["src_vocab_filename"] = f"{SRC_SPM}.txt"
         cfg["src_bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": f"{SRC_SPM}.model"}
     train = ["utterance_cmvn"]
+    specaugment = check_specaugment(specaugment)
     if specaugment:
-        if specaugment not in SPECAUGMENT_POLICIES:
-            raise ValueError(f"--specaugment {specaugment!r}: choose from {', '.join(SPECAUGMENT_POLICIES)} or none")
         cfg["specaugment"] = dict(SPECAUGMENT_POLICIES[specaugment])
         train.append("specaugment")
     cfg["feature_transforms"] = {"_train": train, "*": ["utterance_cmvn"]}
@@ -113,6 +121,10 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
     ``lang_tags``: "auto" (on when there are translations), "yes" or "no".
     ``workers``: processes computing filterbanks (None: CPU count).
     """
+    # options first: a typo must not cost the minutes of feature extraction before config.yaml
+    specaugment = check_specaugment(specaugment)
+    if lang_tags not in ("auto", "yes", "no"):
+        raise ValueError(f"lang_tags must be auto, yes or no, got {lang_tags!r}")
     input_dir, out = Path(input_dir), Path(out_dir)
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if (input_dir / f"{s}.tsv").is_file()]
@@ -125,8 +137,6 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
         for s, m in manifests.items():
             if "tgt_text" not in m.columns:
                 raise ManifestError(f"{m.path}: missing column tgt_text (other splits have translations)")
-    if lang_tags not in ("auto", "yes", "no"):
-        raise ValueError(f"lang_tags must be auto, yes or no, got {lang_tags!r}")
     use_tags = has_translation if lang_tags == "auto" else lang_tags == "yes"
 
     # 1. rows and languages, checked before the expensive part
@@ -209,7 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prepend <lang:xx> to targets (auto: when there are translations)")
     parser.add_argument("--src-lang", default=None, help="source language when the manifest has no src_lang column")
     parser.add_argument("--tgt-lang", default=None, help="target language when the manifest has no tgt_lang column")
-    parser.add_argument("--specaugment", default="lb", help=f"training SpecAugment policy: {', '.join(SPECAUGMENT_POLICIES)} or none")
+    parser.add_argument("--specaugment", default="lb", choices=(*SPECAUGMENT_POLICIES, "none"),
+                        help="training SpecAugment policy of fairseq (default lb: one frequency mask of up to "
+                             "27 bins and one time mask of up to 100 frames; none: no SpecAugment)")
     parser.add_argument("--workers", type=int, default=None, help="filterbank processes (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -220,7 +232,7 @@ def main(args: argparse.Namespace) -> int:
     summary = prepare(args.input, args.out, splits=args.splits.split(",") if args.splits else None,
                       vocab_size=args.vocab_size, src_vocab_size=args.src_vocab_size, lang_tags=args.lang_tags,
                       src_lang=args.src_lang, tgt_lang=args.tgt_lang,
-                      specaugment=None if args.specaugment == "none" else args.specaugment,
+                      specaugment=args.specaugment,
                       progress=not args.no_progress, workers=args.workers)
     print(f"prepared {summary['splits']} ({summary['hours']} h of audio, language tags {summary['lang_tags'] or 'none'}) "
           f"in {args.out} in {time.time() - t0:.1f} s")

@@ -4,22 +4,27 @@ A subclass of fairseq's :class:`SpeechToTextDataset` that adds
 
 * ``ctc_src``: the source transcript in the source (CTC) dictionary, without BOS/EOS/language tag;
 * ``utt_id``: manifest ids in batch order;
+* comma-joined splits (``--train-subset a,b``): fairseq batches a ConcatDataset with the first
+  split's collater, so every item carries what the collater needs (utterance id, CTC source, target
+  kind) and :class:`SpeechToTextCtcConcatDataset` numbers the items across the splits;
 * multitask ASR+ST targets: on training splits each sample's target is the transcript
   (``src_text`` in ``src_lang``) with probability ``multitask_asr_prob`` and the translation
-  otherwise, drawn from (seed, epoch, index) so runs are reproducible; on other splits the target
+  otherwise, drawn from (seed, epoch, split, index) so runs are reproducible; on other splits the target
   is the translation.  ``infer_tgt_lang``, when set, fixes the target on every split (the
   transcript when it names the source language, else the translation): that is how
   fairseq-generate is asked for ASR or ST;
 * features computed on the fly (kaldi-native-fbank) for manifests that point at wav/flac files,
   where fairseq would need torchaudio;
 * validation with clear errors: n_frames against the stored features, missing/unreadable
-  features, unknown language tags.
+  features, unknown language tags, config.yaml options that fairseq would apply but this dataset
+  does not.
 
 The batch (``collater``) is the ``sample`` dict of docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
 import logging
+import zlib
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from fairseq.data import Dictionary, data_utils as fairseq_data_utils
+from fairseq.data import ConcatDataset, Dictionary, data_utils as fairseq_data_utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset, SpeechToTextDatasetItem
 
@@ -44,20 +49,51 @@ TARGET_TRANSCRIPT, TARGET_TRANSLATION = "transcript", "translation"
 
 @dataclass
 class SpeechToTextCtcItem(SpeechToTextDatasetItem):
-    ctc_src: Optional[torch.Tensor] = None  # S (source dictionary ids)
+    """One utterance with everything the collater reads: with comma-joined splits the first split's
+    collater batches items of every split, so nothing per-split may be looked up on the dataset."""
+
+    ctc_src: Optional[torch.Tensor] = None  # S (source dictionary ids); None without src_text
     task: str = TARGET_TRANSLATION
+    utt_id: str = ""
+    where: str = ""  # manifest, line and id, for error messages
 
 
-def audio_root(cfg: S2TDataConfig, data_root: Path) -> Path:
-    """config.yaml's ``audio_root`` when it exists, else the data folder (data stays relocatable)."""
-    root = cfg.audio_root
-    if root and Path(root).is_dir():
-        return Path(root)
-    return Path(data_root)
+def config_yaml_path(cfg: S2TDataConfig) -> Path:
+    """The config.yaml ``cfg`` was read from (the task records its name; fairseq keeps only the folder)."""
+    return Path(getattr(cfg, "yaml_path", None) or Path(cfg.root) / "config.yaml")
 
 
-def check_audio(m: Manifest, root: Path, feature_dim: int) -> List[str]:
-    """Resolve every ``audio`` field against ``root`` and check it against ``n_frames``.
+class AudioRoots:
+    """Where relative ``audio`` references (zips, .npy, audio files) live: the data folder when it
+    holds the file, else config.yaml's ``audio_root``.  ``xattn prep`` writes an absolute
+    ``audio_root``, so a copied data folder would otherwise read the original's features."""
+
+    def __init__(self, cfg: S2TDataConfig, data_root: Path):
+        self.data_root = Path(data_root)
+        self.audio_root = Path(cfg.audio_root) if cfg.audio_root else None
+        self._cache: Dict[str, Path] = {}
+
+    def resolve(self, ref: str) -> Path:
+        """Absolute ``ref`` as is; a relative one under the first root that has it (the data
+        folder when neither has it, so errors name the relocatable place)."""
+        p = Path(ref)
+        if p.is_absolute():
+            return p
+        hit = self._cache.get(ref)
+        if hit is None:
+            hit = self.data_root / p
+            if not hit.is_file() and self.audio_root is not None and (self.audio_root / p).is_file():
+                hit = self.audio_root / p
+            self._cache[ref] = hit
+        return hit
+
+    def also(self) -> str:
+        """Suffix of not-found errors: the other place that was searched."""
+        return f" (nor under config.yaml's audio_root {self.audio_root})" if self.audio_root is not None else ""
+
+
+def check_audio(m: Manifest, roots: AudioRoots, feature_dim: int) -> List[str]:
+    """Resolve every ``audio`` field (:class:`AudioRoots`) and check it against ``n_frames``.
 
     Zip references and .npy files are checked by reading the npy header only; audio files by their
     length (features are computed on the fly).  Returns the resolved paths.
@@ -67,9 +103,9 @@ def check_audio(m: Manifest, root: Path, feature_dim: int) -> List[str]:
         ref = r["audio"]
         suffix = Path(ref).suffix.lower()
         if suffix in (".npy",) + AUDIO_EXTENSIONS:
-            p = Path(ref) if Path(ref).is_absolute() else root / ref
+            p = roots.resolve(ref)
             if not p.is_file():
-                raise ManifestError(f"{m.where(i)}: audio/features file not found: {p}")
+                raise ManifestError(f"{m.where(i)}: audio/features file not found: {p}{roots.also()}")
             if suffix == ".npy":
                 try:
                     shape = np.load(p, mmap_mode="r").shape
@@ -85,9 +121,9 @@ def check_audio(m: Manifest, root: Path, feature_dim: int) -> List[str]:
         except ValueError:
             raise ManifestError(f"{m.where(i)}: audio {ref!r} is neither '<zip>:<offset>:<length>' nor a "
                                 f".npy/{'/'.join(AUDIO_EXTENSIONS)} file") from None
-        zp = Path(zpath) if Path(zpath).is_absolute() else root / zpath
+        zp = roots.resolve(zpath)
         if not zp.is_file():
-            raise ManifestError(f"{m.where(i)}: features zip not found: {zp}")
+            raise ManifestError(f"{m.where(i)}: features zip not found: {zp}{roots.also()}")
         if off + length > zp.stat().st_size:
             raise ManifestError(f"{m.where(i)}: byte range {off}+{length} lies beyond the end of {zp} "
                                 f"({zp.stat().st_size} bytes)")
@@ -146,20 +182,23 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
                  tgt_langs: Optional[List[str]] = None, ids: Optional[List[str]] = None,
                  pre_tokenizer=None, bpe_tokenizer=None, src_bpe_tokenizer=None,
                  multitask_asr_prob: float = 0.0, infer_tgt_lang: Optional[str] = None, seed: int = 1,
-                 where: Optional[List[str]] = None):
+                 where: Optional[List[str]] = None, manifest: Optional[str] = None):
         if not 0.0 <= multitask_asr_prob <= 1.0:
             raise ValueError(f"multitask_asr_prob must be in [0, 1], got {multitask_asr_prob}")
+        self.manifest = manifest or f"{split}.tsv"
+        check_supported_config(cfg, split, is_train_split)
         self.src_dict = src_dict
         self.src_bpe_tokenizer = src_bpe_tokenizer
         self.multitask_asr_prob = multitask_asr_prob if src_texts is not None else 0.0
         self.infer_tgt_lang = infer_tgt_lang
         self.seed = seed
+        self._split_seed = zlib.crc32(split.encode("utf-8"))  # stable across processes, unlike hash()
         self.epoch = 1
-        self._where = where or [f"{split}, row {i + 1}" for i in range(len(audio_paths))]
+        self._where = where or [f"{self.manifest}, row {i + 1}" for i in range(len(audio_paths))]
         if (is_train_split and 0.0 < self.multitask_asr_prob and not cfg.prepend_tgt_lang_tag
                 and any(a != b for a, b in zip(src_texts, tgt_texts))):
             # without a language tag the decoder cannot know whether to transcribe or translate
-            raise ValueError(f"{self._where[0].split(', line')[0]}: multitask ASR+ST training (--multitask-asr-prob "
+            raise ValueError(f"{self.manifest}: multitask ASR+ST training (--multitask-asr-prob "
                              f"{multitask_asr_prob}) needs language tags: set prepend_tgt_lang_tag: true in config.yaml "
                              f"(xattn prep --lang-tags yes) or --multitask-asr-prob 0")
         self._check_lang_tags(cfg, tgt_dict, src_texts, src_langs, tgt_langs, is_train_split)
@@ -184,11 +223,14 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
                     raise ManifestError(f"{self._where[i]}: unknown language tag {lang_tag(lang)} ({col} {lang!r}) "
                                         f"is not in the target dictionary")
         if tgt_langs is None:
-            raise ManifestError(f"{self._where[0].split(',')[0]}: config.yaml prepends language tags but the "
+            raise ManifestError(f"{self.manifest}: config.yaml prepends language tags but the "
                                 f"manifest has no tgt_lang column")
 
     def _check_infer_lang(self, src_texts, src_langs, tgt_langs) -> None:
-        for i in range(len(tgt_langs or [])):
+        if tgt_langs is None:  # nothing to compare with: the flag would silently change nothing
+            raise ManifestError(f"{self.manifest}: --infer-tgt-lang {self.infer_tgt_lang!r} needs the target "
+                                f"language of every utterance, but the manifest has no tgt_lang column")
+        for i in range(len(tgt_langs)):
             ok = tgt_langs[i] == self.infer_tgt_lang or (
                 src_texts is not None and src_langs is not None and src_langs[i] == self.infer_tgt_lang)
             if not ok:
@@ -213,7 +255,9 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
                 return TARGET_TRANSLATION
             if p >= 1.0:
                 return TARGET_TRANSCRIPT
-            draw = np.random.default_rng([self.seed, self.epoch, int(index)]).random()
+            # the split is part of the seed: row i of train_en and of train_it are often the same
+            # sentence pair, which should not always get the same kind of target in an epoch
+            draw = np.random.default_rng([self.seed, self.epoch, self._split_seed, int(index)]).random()
             return TARGET_TRANSCRIPT if draw < p else TARGET_TRANSLATION
         return TARGET_TRANSLATION
 
@@ -268,15 +312,23 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
             return torch.from_numpy(np.ascontiguousarray(feats)).float()
         return super()._get_source_audio(index)
 
+    # config.yaml options fairseq's __getitem__ applies (concat augmentation, BOS + trailing tag,
+    # waveform transforms) are refused in __init__ (check_supported_config), not ignored here
     def __getitem__(self, index: int) -> SpeechToTextCtcItem:
         source = self.pack_frames(self._get_source_audio(index))
         kind = self.target_kind(index)
         speaker_id = self.speaker_to_id[self.speakers[index]] if self.speaker_to_id is not None else None
         return SpeechToTextCtcItem(index=index, source=source, target=self.encode_target(index, kind),
-                                   speaker_id=speaker_id, ctc_src=self.encode_ctc_source(index), task=kind)
+                                   speaker_id=speaker_id, ctc_src=self.encode_ctc_source(index), task=kind,
+                                   utt_id=self.ids[index] if self.ids is not None else str(index),
+                                   where=self._where[index])
 
     def collater(self, samples: List[SpeechToTextCtcItem], return_order: bool = False) -> Dict:
-        """The batch dict of docs/ARCHITECTURE.md, sorted by descending source length."""
+        """The batch dict of docs/ARCHITECTURE.md, sorted by descending source length.
+
+        Reads per-utterance data from the items only (they may come from other splits, see
+        :class:`SpeechToTextCtcConcatDataset`); dictionaries and config.yaml are the task's.
+        """
         if len(samples) == 0:
             return {}
         out = super().collater(samples, return_order=True)
@@ -284,13 +336,81 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         if not return_order:
             del out["order"]
         ordered = [samples[i] for i in order.tolist()]
-        out["utt_id"] = [self.ids[s.index] if self.ids is not None else str(s.index) for s in ordered]
+        out["utt_id"] = [s.utt_id for s in ordered]
         out["target_kind"] = [s.task for s in ordered]
-        if ordered[0].ctc_src is not None:
+        with_src = [s for s in ordered if s.ctc_src is not None]
+        if with_src and len(with_src) < len(ordered):  # a batch cannot have CTC source targets for only some rows
+            lacking = next(s for s in ordered if s.ctc_src is None)
+            raise ManifestError(f"{lacking.where or lacking.utt_id}: no src_text (CTC source target), but "
+                                f"{with_src[0].where or with_src[0].utt_id} in the same batch has one: combine "
+                                f"splits that all have src_text or none")
+        if with_src:
             out["ctc_src"] = fairseq_data_utils.collate_tokens(
                 [s.ctc_src for s in ordered], self.src_dict.pad(), left_pad=False)
             out["ctc_src_lengths"] = torch.tensor([s.ctc_src.numel() for s in ordered], dtype=torch.long)
         return out
+
+
+class SpeechToTextCtcConcatDataset(ConcatDataset):
+    """Comma-joined splits (``--train-subset a,b``, ``--valid-subset``, ``--gen-subset``) as one
+    dataset.  fairseq batches it with the first split's collater, which reads only the items; here
+    every item gets its index in the concatenation, so ``sample["id"]`` is unique across the splits
+    and ``ids[sample["id"]]`` is its utterance id (as for a single split)."""
+
+    def __init__(self, datasets: List[SpeechToTextCtcDataset]):
+        check_src_text_all_or_none(datasets)
+        super().__init__(datasets)
+        self.split = ",".join(d.split for d in datasets)
+        self.infer_tgt_lang = datasets[0].infer_tgt_lang  # a task option: the same for every split
+        self.ids = [u for d in datasets for u in (d.ids if d.ids is not None else map(str, range(len(d))))]
+
+    def __getitem__(self, idx) -> SpeechToTextCtcItem:
+        item = super().__getitem__(idx)
+        item.index = int(idx)  # the split's own row number would repeat across splits
+        return item
+
+    def num_tokens(self, index: int) -> int:
+        i, j = self._get_dataset_and_sample_index(index)
+        return self.datasets[i].num_tokens(j)
+
+    def ordered_indices(self):
+        """As :meth:`SpeechToTextDataset.ordered_indices`: descending length, ties in random order
+        when config.yaml shuffles (ConcatDataset's own sorts by ascending length, never shuffles)."""
+        order = [np.random.permutation(len(self))] if self.datasets[0].shuffle else [np.arange(len(self))]
+        order.append(-np.asarray(self.sizes))
+        return np.lexsort(order)
+
+
+def check_src_text_all_or_none(datasets: List[SpeechToTextCtcDataset]) -> None:
+    """Splits batched together must all have ``src_text`` (CTC source targets) or none."""
+    with_src = [d for d in datasets if d.src_texts is not None]
+    if with_src and len(with_src) < len(datasets):
+        lacking = next(d for d in datasets if d.src_texts is None)
+        raise ManifestError(f"{lacking.manifest}: no src_text column, but {with_src[0].manifest} has one; splits "
+                            f"combined as {','.join(d.split for d in datasets)!r} must all have src_text (the CTC "
+                            f"source targets) or none")
+
+
+def check_supported_config(cfg: S2TDataConfig, split: str, is_train_split: bool) -> None:
+    """Refuse config.yaml options that fairseq's SpeechToTextDataset applies but this dataset would
+    ignore (its __getitem__ and feature path are its own)."""
+    yaml = config_yaml_path(cfg)
+    dataset_transforms = cfg.get_transforms("dataset_", split, is_train_split)
+    if dataset_transforms:
+        raise ValueError(f"{yaml}: dataset_transforms {list(dataset_transforms)} (split {split}) are not "
+                         f"supported by the speech_to_text_ctc task (concataugment, noisyoverlapaugment would "
+                         f"be ignored): remove them")
+    if cfg.prepend_bos_and_append_tgt_lang_tag:
+        raise ValueError(f"{yaml}: prepend_bos_and_append_tgt_lang_tag is not supported by the speech_to_text_ctc "
+                         f"task (its targets are [language tag] + tokens + EOS, see prepend_tgt_lang_tag): remove it")
+    if not cfg.use_audio_input:  # filterbanks of audio files come from kaldi-native-fbank at 16 kHz
+        waveform_transforms = cfg.get_transforms("waveform_", split, is_train_split)
+        if waveform_transforms:
+            raise ValueError(f"{yaml}: waveform_transforms {list(waveform_transforms)} (split {split}) would be "
+                             f"ignored: the speech_to_text_ctc task computes filterbanks without them; remove them")
+        if "use_sample_rate" in cfg.config and int(cfg.use_sample_rate) != SAMPLE_RATE:
+            raise ValueError(f"{yaml}: use_sample_rate {cfg.use_sample_rate} would be ignored: the speech_to_text_ctc "
+                             f"task computes filterbanks of audio files at {SAMPLE_RATE} Hz; remove it")
 
 
 def build_tokenizer_from_config(tokenizer_cfg: Optional[Dict], kind: str = "bpe"):
@@ -309,11 +429,12 @@ def load_s2t_ctc_dataset(data_root, split: str, cfg: S2TDataConfig, tgt_dict: Di
                          infer_tgt_lang: Optional[str] = None, seed: int = 1) -> SpeechToTextCtcDataset:
     """Read and validate ``<data_root>/<split>.tsv`` and build the dataset."""
     m = read_s2t_manifest(Path(data_root) / f"{split}.tsv")
-    paths = check_audio(m, audio_root(cfg, Path(data_root)), cfg.input_feat_per_channel)
+    paths = check_audio(m, AudioRoots(cfg, Path(data_root)), cfg.input_feat_per_channel)
     return SpeechToTextCtcDataset(
         split, is_train_split, cfg, audio_paths=paths, n_frames=[int(x) for x in m.column("n_frames")],
         tgt_texts=m.column("tgt_text"), tgt_dict=tgt_dict, src_texts=m.column("src_text"), src_dict=src_dict,
         speakers=m.column("speaker"), src_langs=m.column("src_lang"), tgt_langs=m.column("tgt_lang"),
         ids=m.column("id"), pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer,
         src_bpe_tokenizer=src_bpe_tokenizer, multitask_asr_prob=multitask_asr_prob,
-        infer_tgt_lang=infer_tgt_lang, seed=seed, where=[m.where(i) for i in range(len(m.rows))])
+        infer_tgt_lang=infer_tgt_lang, seed=seed, where=[m.where(i) for i in range(len(m.rows))],
+        manifest=str(m.path))

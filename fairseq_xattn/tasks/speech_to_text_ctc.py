@@ -20,7 +20,7 @@ from typing import Optional, Set
 
 import numpy as np
 import torch
-from fairseq.data import ConcatDataset, Dictionary, data_utils
+from fairseq.data import Dictionary, data_utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -29,7 +29,7 @@ from fairseq.tasks.fairseq_task import LegacyFairseqTask
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import II, MISSING, DictConfig, open_dict
 
-from ..data.s2t_ctc_dataset import build_tokenizer_from_config, load_s2t_ctc_dataset
+from ..data.s2t_ctc_dataset import SpeechToTextCtcConcatDataset, build_tokenizer_from_config, load_s2t_ctc_dataset
 from ..generation.task_mixin import RecordingConfig, RecordingTaskMixin
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
     def __init__(self, cfg, tgt_dict: Dictionary, src_dict: Optional[Dictionary] = None):
         super().__init__(cfg, tgt_dict)
         self.cfg = cfg  # RecordingTaskMixin and FairseqTask read options from self.cfg
+        self.data_cfg.yaml_path = Path(cfg.data) / cfg.config_yaml  # named in the dataset's config errors
         self.src_dict = src_dict if src_dict is not None else CtcSourceDictionary.load(
             str(Path(cfg.data) / self.data_cfg.vocab_filename))
         cfg_src_bpe = self.data_cfg.config.get("src_bpe_tokenizer")
@@ -127,7 +128,9 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
 
     # --- data ---------------------------------------------------------------------------------
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        is_train_split = split.startswith("train")
+        """``split`` may be comma-joined (``train_en,train_it``): the splits are concatenated
+        (:class:`SpeechToTextCtcConcatDataset`); each is a training split when its name starts
+        with "train"."""
         pre_tokenizer = self.build_tokenizer(self.args)
         bpe_tokenizer = self.build_bpe(self.args)
         # the source vocabulary has its own SentencePiece model; without one it is the target's
@@ -136,14 +139,14 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
             if has_src_vocab and self.src_bpe_tokenizer_cfg else bpe_tokenizer
         datasets = [
             load_s2t_ctc_dataset(
-                self.cfg.data, name, self.data_cfg, self.tgt_dict, self.src_dict, is_train_split,
+                self.cfg.data, name, self.data_cfg, self.tgt_dict, self.src_dict, name.startswith("train"),
                 pre_tokenizer=pre_tokenizer, bpe_tokenizer=bpe_tokenizer,
                 src_bpe_tokenizer=src_bpe,
                 multitask_asr_prob=float(self.cfg.multitask_asr_prob), infer_tgt_lang=self.cfg.infer_tgt_lang,
                 seed=int(self.cfg.seed))
             for name in split.split(",")
         ]
-        self.datasets[split] = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+        self.datasets[split] = datasets[0] if len(datasets) == 1 else SpeechToTextCtcConcatDataset(datasets)
 
     # --- model and criterion ------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint=False):

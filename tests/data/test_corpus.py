@@ -10,7 +10,7 @@ import soundfile as sf
 from fairseq_xattn.data.corpus import build
 from fairseq_xattn.data.corpus.espeak import PhonemeEvent, Synthesis, WordEvent, synthesize_in_fresh_process
 from fairseq_xattn.data.corpus.grammar import NOUNS, Adjective, SentenceGrammar, articulated, definite_article
-from fairseq_xattn.data.corpus.timings import word_timings
+from fairseq_xattn.data.corpus.timings import check_word_timings, word_timings
 
 
 def _digest(root: Path):
@@ -146,3 +146,35 @@ def test_every_configured_voice_exists():
         espeak.check_voice(voice)
     with pytest.raises(ValueError, match="no variant 'm99'"):
         espeak.check_voice("en+m99")
+
+
+def test_word_timings_give_every_word_a_sample_in_degenerate_units():
+    # "a b" is one unit of a single sample (500..501, "c" starts at 501), "d e" one unit on the last
+    # sample of the audio: splitting either among its two words used to give a zero-length word
+    syn = Synthesis(audio=np.zeros(1000, np.int16),
+                    words=[WordEvent(0, 1, 500), WordEvent(4, 1, 501), WordEvent(6, 1, 999)],
+                    phonemes=[PhonemeEvent("a", 500), PhonemeEvent("c", 501), PhonemeEvent("_", 502)])
+    t = word_timings("a b c d e", syn, sample_rate=1000)
+    assert [(w["word"], w["start"], w["end"], w["merged"]) for w in t] == [
+        ("a", 0.5, 0.501, True), ("b", 0.501, 0.502, True),  # "b" takes a sample of the next word ...
+        ("c", 0.502, 0.503, False),  # ... which moves into the pause after it
+        ("d", 0.998, 0.999, True), ("e", 0.999, 1.0, True),  # the last unit widens backwards
+    ]
+    check_word_timings(t, 1.0, "x")
+    # timings of audio shortened (e.g. by resampling) end inside it
+    short = word_timings("a b c d e", syn, sample_rate=1000, n_samples=990)
+    check_word_timings(short, 0.99, "x")
+    assert [(w["start"], w["end"]) for w in short[-2:]] == [(0.988, 0.989), (0.989, 0.99)]
+    with pytest.raises(ValueError, match=r"5 words cannot have distinct timings in 3 samples"):
+        word_timings("a b c d e", syn, sample_rate=1000, n_samples=3)
+
+
+def test_word_timing_check_names_the_utterance_and_the_word():
+    the = {"word": "the", "start": 0.0, "end": 0.2}
+    with pytest.raises(ValueError, match=r"train_00001_en \('the cat'\): word 1 'cat' has timing 0.2..0.2 s"):
+        check_word_timings([the, {"word": "cat", "start": 0.2, "end": 0.2}], 1.0, "train_00001_en ('the cat')")
+    for start, end in ((0.1, 0.5), (0.5, 1.5), (0.5, 0.4), (-0.1, 0.0)):  # overlap, past the end, reversed
+        words = [dict(the, start=min(0.0, start)), {"word": "cat", "start": start, "end": end}]
+        with pytest.raises(ValueError, match=r"u: word [01] '(the|cat)'"):
+            check_word_timings(words, 1.0, "u")
+    check_word_timings([the, {"word": "cat", "start": 0.2, "end": 0.5}], 1.0, "u")

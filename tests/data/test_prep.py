@@ -124,3 +124,16 @@ def test_cli_runs(tiny_corpus_and_data, tmp_path):
     assert main(["prep", str(raw), str(tmp_path / "out"), "--vocab-size", "80", "--no-progress", "--specaugment", "ld"]) == 0
     assert (tmp_path / "out" / "timings" / "train.jsonl").is_file()
     assert "freq_mask_N: 2" in (tmp_path / "out" / "config.yaml").read_text()
+
+
+def test_specaugment_policy_is_checked_before_any_work(tmp_path, capsys):
+    from fairseq_xattn.cli import main
+
+    # the input folder does not even exist: the option is refused before manifests are read
+    with pytest.raises(ValueError, match=r"--specaugment 'xx': choose from lb, ld, sm, ss or none"):
+        prepare(tmp_path / "no_such_input", tmp_path / "out", specaugment="xx")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["prep", str(tmp_path / "no_such_input"), str(tmp_path / "out"), "--specaugment", "xx"])
+    assert e.value.code == 2
+    assert "--specaugment: invalid choice: 'xx'" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """Task speech_to_text_ctc: batches (with/without src_text, language tags, CTC sources), multitask
-sampling, inference target choice, validation errors, batching that keeps every utterance, and
-real fairseq-train / fairseq-generate / fairseq-hydra-train runs in subprocesses."""
+sampling, inference target choice, validation errors, batching that keeps every utterance,
+comma-joined splits, refused config.yaml options, relocated data folders, and real fairseq-train /
+fairseq-generate / fairseq-hydra-train runs in subprocesses."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +133,22 @@ def test_multitask_asr_share_is_close_to_p(data, p):
     assert any([ds.target_kind(i) for i in range(len(ds))] != kinds[(e - 1) * len(ds): e * len(ds)] for e in range(1, 5))
 
 
+def test_multitask_draws_of_two_training_splits_are_independent(data, tmp_path):
+    # train_en / train_it hold the same sentence pairs row by row: the split is part of the seed
+    copy = _copy_data(data, tmp_path / "twosplits", lambda h, r: (h, r))
+    shutil.copy(copy / "train.tsv", copy / "train_copy.tsv")
+    task = make_task(copy, multitask_asr_prob=0.5)
+    task.load_dataset("train")
+    task.load_dataset("train_copy")
+    a, b = task.datasets["train"], task.datasets["train_copy"]
+    same = []
+    for epoch in range(1, 41):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        same += [a.target_kind(i) == b.target_kind(i) for i in range(len(a))]
+    assert 0.3 < np.mean(same) < 0.7  # independent draws agree half of the time, identical ones always
+
+
 def test_multitask_extremes_and_inference_choice(data):
     for p, expected in ((0.0, TARGET_TRANSLATION), (1.0, TARGET_TRANSCRIPT)):
         task = make_task(data, multitask_asr_prob=p)
@@ -244,6 +262,15 @@ def test_fairseq_train_then_generate_every_utterance(data, tmp_path):
         refs = dict(re.findall(r"^T-(\d+)\t(.*)$", proc.stdout, flags=re.M))
         _, rows = _rows(data / "train.tsv")
         assert [refs[str(i)] for i in range(10)] == [r[column] for r in rows]
+    # comma-joined --gen-subset: ids number the concatenation (2 test + 10 train rows), none repeats
+    proc = _run([BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "speech_to_text_ctc",
+                 "--gen-subset", "test,train", "--path", ckpt, "--cpu", "--beam", "1", "--max-len-b", "3",
+                 "--max-tokens", "20000", "--prefix-size", "1", "--infer-tgt-lang", "it", "--num-workers", "0"])
+    hyps = re.findall(r"^H-(\d+)\t", proc.stdout, flags=re.M)
+    assert sorted(int(h) for h in hyps) == list(range(12))
+    refs = dict(re.findall(r"^T-(\d+)\t(.*)$", proc.stdout, flags=re.M))
+    rows = _rows(data / "test.tsv")[1] + _rows(data / "train.tsv")[1]
+    assert [refs[str(i)] for i in range(12)] == [r["tgt_text"] for r in rows]
 
 
 def test_fairseq_hydra_train_builds_the_task(data, tmp_path):
@@ -265,3 +292,152 @@ checkpoint: {{save_dir: {tmp_path / 'ckpt'}, no_epoch_checkpoints: true}}
     proc = _run([BIN / "fairseq-hydra-train", "--config-dir", config, "--config-name", "tiny",
                  f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
     assert (tmp_path / "ckpt" / "checkpoint_last.pt").is_file(), proc.stdout[-2000:]
+
+
+# --- comma-joined splits, per-split options, config.yaml and audio_root ---------------------------
+def _with_splits(data, dst, **splits):
+    """A copy of the data folder (files symlinked) with extra manifests: ``name=(source split,
+    transform(header, rows))`` writes ``name.tsv`` from ``source``'s rows."""
+    dst.mkdir()
+    for p in data.iterdir():
+        if p.is_file():
+            os.symlink(p, dst / p.name)
+    for name, (source, transform) in splits.items():
+        header, rows = transform(*_rows(data / f"{source}.tsv"))
+        with open(dst / f"{name}.tsv", "w", encoding="utf-8") as f:
+            f.write("\t".join(header) + "\n")
+            for r in rows:
+                f.write("\t".join(r[c] for c in header) + "\n")
+    return dst
+
+
+@pytest.mark.parametrize("subset", ["test,train", "train,test"])
+def test_comma_joined_splits_batch_every_utterance_under_its_own_id(data, subset):
+    # fairseq batches comma-joined splits with the FIRST split's collater: a 2-row split first used to
+    # index its ids with the other split's rows (IndexError), the 10-row split first gave wrong ids
+    task = make_task(data, multitask_asr_prob=0.5)
+    task.load_dataset(subset)
+    ds = task.datasets[subset]
+    names = subset.split(",")
+    rows = {name: _rows(data / f"{name}.tsv")[1] for name in names}
+    assert [len(rows[n]) for n in names] in ([2, 10], [10, 2])
+    by_id = {r["id"]: r for n in names for r in rows[n]}
+    all_ids = [r["id"] for n in names for r in rows[n]]  # sample["id"] numbers the concatenation
+    itr = task.get_batch_iterator(ds, max_tokens=1500, required_batch_size_multiple=1,
+                                  max_positions=task.max_positions(), disable_iterator_cache=True)
+    tgt, src = task.target_dictionary, task.source_dictionary
+    seen, n_batches = [], 0
+    for batch in itr.next_epoch_itr(shuffle=False):
+        n_batches += 1
+        assert batch["utt_id"] == [all_ids[i] for i in batch["id"].tolist()]
+        for b, utt in enumerate(batch["utt_id"]):
+            row = by_id[utt]
+            # features, target and CTC source all belong to the utterance named
+            assert int(batch["net_input"]["src_lengths"][b]) == int(row["n_frames"])
+            n = int(batch["target_lengths"][b])
+            training = utt.startswith("train")
+            kind = batch["target_kind"][b]
+            assert training or kind == TARGET_TRANSLATION  # non-training split: the translation
+            text = row["src_text"] if kind == TARGET_TRANSCRIPT else row["tgt_text"]
+            assert _text(task, batch["target"][b, 1:n - 1], tgt) == text
+            m = int(batch["ctc_src_lengths"][b])
+            assert _text(task, batch["ctc_src"][b, :m], src) == row["src_text"]
+        seen += batch["utt_id"]
+    assert n_batches > 1
+    assert sorted(seen) == sorted(by_id)  # every utterance of both splits, once
+    assert ds.ids == all_ids  # as for one split: ids[sample["id"]] is the utterance id
+    # the multitask draw applies to the training split only
+    ds.set_epoch(3)
+    kinds = {ds[i].utt_id: ds[i].task for i in range(len(ds))}
+    assert {k for u, k in kinds.items() if not u.startswith("train")} == {TARGET_TRANSLATION}
+    assert {k for u, k in kinds.items() if u.startswith("train")} == {TARGET_TRANSCRIPT, TARGET_TRANSLATION}
+
+
+def test_splits_with_and_without_src_text_are_not_mixed(data, tmp_path):
+    def drop_src(header, rows):
+        return [c for c in header if c != "src_text"], rows
+
+    copy = _with_splits(data, tmp_path / "mixed", nosrc=("dev", drop_src))
+    task = make_task(copy)
+    with pytest.raises(ManifestError, match=r"nosrc.tsv: no src_text column, but .*train.tsv has one"):
+        task.load_dataset("train,nosrc")
+    # the collater itself refuses a batch where only some rows have a CTC source (named by utterance)
+    task.load_dataset("train")
+    task.load_dataset("nosrc")
+    with_src, without = task.datasets["train"][0], task.datasets["nosrc"][1]
+    _, nosrc_rows = _rows(copy / "nosrc.tsv")
+    for items in ([with_src, without], [without, with_src]):
+        with pytest.raises(ManifestError, match=rf"nosrc.tsv, line 3 \(id '{nosrc_rows[1]['id']}'\): no src_text"):
+            task.datasets["train"].collater(items)
+
+
+def test_infer_tgt_lang_without_tgt_lang_column_is_refused(data, tmp_path):
+    copy = _copy_data(data, tmp_path / "nolang", lambda h, r: ([c for c in h if c not in ("src_lang", "tgt_lang")], r))
+    (copy / "config.yaml").unlink()
+    (copy / "config.yaml").write_text(
+        (data / "config.yaml").read_text().replace("prepend_tgt_lang_tag: true", "prepend_tgt_lang_tag: false"))
+    make_task(copy, multitask_asr_prob=0.0).load_dataset("train")  # fine without the flag
+    task = make_task(copy, multitask_asr_prob=0.0, infer_tgt_lang="en")
+    with pytest.raises(ManifestError, match=r"train.tsv: --infer-tgt-lang 'en' needs .* no tgt_lang column"):
+        task.load_dataset("train")
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("dataset_transforms: {_train: [concataugment]}\nconcataugment: {rate: 0.5, max_tokens: 3000}", "dataset_transforms"),
+    ("prepend_bos_and_append_tgt_lang_tag: true", "prepend_bos_and_append_tgt_lang_tag"),
+    ("waveform_transforms: {'*': [musicaugment]}", "waveform_transforms"),
+    ("use_sample_rate: 8000", "use_sample_rate"),
+])
+def test_config_yaml_options_the_dataset_would_ignore_are_refused(data, tmp_path, extra, key):
+    copy = _copy_data(data, tmp_path / "cfg", lambda h, r: (h, r))
+    (copy / "config.yaml").unlink()
+    text = (data / "config.yaml").read_text()
+    if key == "prepend_bos_and_append_tgt_lang_tag":  # fairseq's task refuses it together with prepend_tgt_lang_tag
+        text = text.replace("prepend_tgt_lang_tag: true", "prepend_tgt_lang_tag: false")
+    (copy / "config.yaml").write_text(text + extra + "\n")
+    task = make_task(copy, multitask_asr_prob=0.0)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(copy / 'config.yaml'))}: {key}"):
+        task.load_dataset("train")
+
+
+def _overwrite_features(zip_path, ref):
+    """Replace the float data of the npy at ``ref`` (``zip:offset:length``) in ``zip_path`` by a ramp."""
+    import io
+
+    _, off, length = ref.rsplit(":", 2)
+    off, length = int(off), int(length)
+    raw = bytearray(Path(zip_path).read_bytes())
+    f = io.BytesIO(bytes(raw[off: off + length]))
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    header = f.tell()
+    ramp = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) % 7
+    raw[off + header: off + length] = ramp.tobytes()
+    Path(zip_path).write_bytes(bytes(raw))
+
+
+def test_a_copied_data_folder_reads_its_own_features(data, tmp_path):
+    # config.yaml's audio_root is the absolute path of the original folder (xattn prep writes it)
+    assert f"audio_root: {data.resolve()}" in (data / "config.yaml").read_text()
+    copy = _copy_data(data, tmp_path / "copy", lambda h, r: (h, r))
+    (copy / "fbank80.zip").unlink()
+    shutil.copyfile(data / "fbank80.zip", copy / "fbank80.zip")
+    _, rows = _rows(copy / "train.tsv")
+    _overwrite_features(copy / "fbank80.zip", rows[0]["audio"])
+    original, copied = make_task(data), make_task(copy)
+    original.load_dataset("train")
+    copied.load_dataset("train")
+    assert all(p.startswith(f"{copy / 'fbank80.zip'}:") for p in copied.datasets["train"].audio_paths)
+    a, b = original.datasets["train"][0].source, copied.datasets["train"][0].source
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    assert torch.allclose(original.datasets["train"][1].source, copied.datasets["train"][1].source)
+    # without the features, the copy falls back to audio_root (the original's)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in copy.iterdir():
+        if p.name != "fbank80.zip":
+            shutil.copyfile(p, bare / p.name)
+    task = make_task(bare)
+    task.load_dataset("train")
+    assert all(p.startswith(f"{data.resolve() / 'fbank80.zip'}:") for p in task.datasets["train"].audio_paths)

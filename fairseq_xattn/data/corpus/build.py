@@ -78,12 +78,11 @@ def synthesize_utterance(job: UtteranceJob) -> Dict:
     import soxr
 
     from .espeak import SAMPLE_RATE, synthesize_in_fresh_process
-    from .timings import word_timings
+    from .timings import check_word_timings, word_timings
 
     syn = synthesize_in_fresh_process(job.text, job.voice, job.rate, job.pitch, seed=job.espeak_seed)
     if len(syn.audio) == 0:
         raise RuntimeError(f"espeak-ng produced no audio for {job.utt_id} ({job.text!r}, voice {job.voice})")
-    words = word_timings(job.text, syn, SAMPLE_RATE)
     audio = syn.audio.astype(np.float64) / 32768.0
     audio = soxr.resample(audio, SAMPLE_RATE, OUTPUT_SAMPLE_RATE, quality="HQ")
     voiced = audio[np.abs(audio) > 1e-4]
@@ -94,8 +93,11 @@ def synthesize_utterance(job: UtteranceJob) -> Dict:
     Path(job.wav_path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(job.wav_path, pcm, OUTPUT_SAMPLE_RATE, subtype="PCM_16", format="WAV")
     duration = round(len(pcm) / OUTPUT_SAMPLE_RATE, 5)
-    for w in words:  # resampling may shorten the audio by a fraction of a sample
-        w["start"], w["end"] = min(w["start"], duration), min(w["end"], duration)
+    # timings on espeak's sample grid, limited to the espeak samples the resampled audio covers
+    # (resampling may shorten it by a fraction of a sample); clamping seconds afterwards could
+    # collapse a short final word to zero length
+    words = word_timings(job.text, syn, SAMPLE_RATE, n_samples=len(pcm) * SAMPLE_RATE // OUTPUT_SAMPLE_RATE)
+    check_word_timings(words, duration, f"{job.utt_id} ({job.text!r}, voice {job.voice})")
     return {"id": job.utt_id, "duration": duration, "words": words}
 
 

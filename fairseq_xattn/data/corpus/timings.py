@@ -10,11 +10,15 @@ espeak reports a WORD event (character span, start sample) for most words.  Two 
 
 A word (or merged unit) ends at its first pause phoneme (``_``, ``_:``, ``_!``, ...) or at the next
 word's start, whichever comes first, and never after the end of the audio.
+
+Every word gets at least one sample: a unit shorter than its words (an event on the last sample,
+a merged unit of one sample) is widened into the following silence, or, at the end of the audio,
+into the preceding words (:func:`_ordered_spans`).  :func:`check_word_timings` asserts the result.
 """
 from __future__ import annotations
 
 import bisect
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .espeak import Synthesis
 
@@ -30,16 +34,20 @@ def word_spans(text: str) -> List[tuple]:
     return spans
 
 
-def word_timings(text: str, synthesis: Synthesis, sample_rate: int) -> List[Dict]:
+def word_timings(text: str, synthesis: Synthesis, sample_rate: int, n_samples: Optional[int] = None) -> List[Dict]:
     """Timings of every word of ``text`` (seconds) from ``synthesis`` at ``sample_rate`` Hz.
 
+    ``n_samples``: the length of the audio the timings describe, in samples at ``sample_rate``
+    (default the synthesis' length; less when the audio is shortened, e.g. by resampling).
     Returns ``[{"word", "start", "end", "merged"}]``, one entry per word, in order, with
-    0 <= start < end <= duration and start(i+1) >= end(i).
+    0 <= start < end <= n_samples / sample_rate and start(i+1) >= end(i).
     """
     words = text.split(" ")
     spans = word_spans(text)
     span_starts = [s for s, _ in spans]
-    n_audio = len(synthesis.audio)
+    n_audio = len(synthesis.audio) if n_samples is None else min(int(n_samples), len(synthesis.audio))
+    if n_audio < len(words):
+        raise ValueError(f"{len(words)} words cannot have distinct timings in {n_audio} samples: {text!r}")
     starts: List = [None] * len(words)
     for ev in synthesis.words:
         if ev.length <= 0 or ev.text_position < 0:  # espeak's empty word events
@@ -66,7 +74,7 @@ def word_timings(text: str, synthesis: Synthesis, sample_rate: int) -> List[Dict
         if len(units) > 1 and units[0][-1] < first:
             units[0] = units[0] + units.pop(1)
 
-    out: List[Dict] = []
+    bounds_of_words: List[Tuple[int, int]] = []
     for u, unit in enumerate(units):
         begin = starts[unit[0]]
         nxt = starts[units[u + 1][0]] if u + 1 < len(units) else n_audio
@@ -79,18 +87,55 @@ def word_timings(text: str, synthesis: Synthesis, sample_rate: int) -> List[Dict
         inside = [p for p in phoneme_samples if begin < p < end]
         bounds = [begin]
         acc = 0
-        for length in lengths[:-1]:
+        for i, length in enumerate(lengths[:-1]):
             acc += length
             target = begin + (end - begin) * acc / total
             cand = [p for p in inside if p > bounds[-1]]
             b = min(cand, key=lambda p: abs(p - target)) if cand else int(round(target))
-            bounds.append(min(max(b, bounds[-1] + 1), end - 1) if end - bounds[-1] > 1 else bounds[-1])
-        bounds.append(end)
-        for i, k in enumerate(unit):
-            out.append({
-                "word": words[k],
-                "start": round(bounds[i] / sample_rate, 5),
-                "end": round(bounds[i + 1] / sample_rate, 5),
-                "merged": len(unit) > 1,
-            })
+            # at least one sample for this word and for each word after it in the unit
+            bounds.append(max(bounds[-1] + 1, min(b, end - (len(lengths) - 1 - i))))
+        bounds.append(max(end, bounds[-1] + 1))
+        bounds_of_words += list(zip(bounds[:-1], bounds[1:]))
+    merged = {k for unit in units if len(unit) > 1 for k in unit}
+    out = []
+    for k, (a, b) in enumerate(_ordered_spans(bounds_of_words, n_audio)):
+        out.append({
+            "word": words[k],
+            # distinct samples stay distinct: 1/sample_rate > 1e-5 s for any rate below 100 kHz
+            "start": round(a / sample_rate, 5),
+            "end": round(b / sample_rate, 5),
+            "merged": k in merged,
+        })
     return out
+
+
+def _ordered_spans(spans: Sequence[Tuple[int, int]], n_audio: int) -> List[Tuple[int, int]]:
+    """Integer sample spans with 0 <= start < end <= start(next) and end(last) <= ``n_audio``
+    (needs ``n_audio >= len(spans)``): a forward pass pushes each span past the previous one and
+    gives it a sample; a backward pass pulls overflowing spans back inside the audio."""
+    out = []
+    prev_end = 0
+    for a, b in spans:
+        a = max(a, prev_end)
+        b = max(b, a + 1)
+        out.append([a, b])
+        prev_end = b
+    limit = n_audio
+    for span in reversed(out):
+        span[1] = min(span[1], limit)
+        span[0] = min(span[0], span[1] - 1)
+        limit = span[0]
+    return [(a, b) for a, b in out]
+
+
+def check_word_timings(words: Sequence[Dict], duration: float, where: str) -> None:
+    """Assert 0 <= start < end <= ``duration`` and end(i) <= start(i+1); errors name ``where``
+    (the utterance) and the word."""
+    prev_end = 0.0
+    for i, w in enumerate(words):
+        start, end = w["start"], w["end"]
+        if not (0.0 <= start < end <= duration and start >= prev_end):
+            raise ValueError(f"{where}: word {i} {w['word']!r} has timing {start}..{end} s, which breaks "
+                             f"0 <= start < end <= duration ({duration} s) and start >= the previous word's "
+                             f"end ({prev_end} s)")
+        prev_end = end
