@@ -287,7 +287,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         for name, pairs in subset_pairs.items():
             subsets[name].append(r_of(subset_average(up.attention, pairs)))
     config = {
-        "aggregation": cfg.aggregation,
+        "aggregation": cfg.aggregation if pairing.sal_target == "input" else None,  # SM^H is not pooled
         "saliency_norm": resolve_chain(list(cfg.saliency_norm)),
         "attention_norm": resolve_chain(list(cfg.attention_norm)),
         "drop_eos": cfg.drop_eos,

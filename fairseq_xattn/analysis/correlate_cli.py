@@ -66,6 +66,16 @@ def _parse_subsets(items):
     return subsets
 
 
+def saliency_label(target: str, aggregation: str) -> str:
+    """The saliency side of the table title: pooling applies to SM^X (I x T x F) only; SM^H is on the
+    encoder grid already."""
+    if target == "input":
+        return f"SM^X (input saliency, {aggregation} pooling)"
+    if target == "encoder":
+        return "SM^H (encoder-output saliency, no pooling)"
+    return f"SM ({target} saliency)"
+
+
 def main(args) -> int:
     try:
         return _run(args)
@@ -87,8 +97,8 @@ def _run(args) -> int:
     result = correlate(StorePairing(args.attention, args.saliency, cfg))
     summary = result.summary()
     out = sys.stdout
-    out.write(f"Pearson r, CA vs SM ({summary['config']['saliency_target']} saliency, "
-              f"{args.aggregation}), mean over {len(result.ids)} utterances\n\n")
+    out.write(f"Pearson r, CA vs {saliency_label(summary['config']['saliency_target'], args.aggregation)}, "
+              f"mean over {len(result.ids)} utterances\n\n")
     if args.view in ("grid", "all"):
         out.write(markdown_grid(summary, spread=args.spread) + "\n\n")
     if args.view in ("layers", "all"):

@@ -48,7 +48,8 @@ class FairseqDecodingSession:
     """A loaded checkpoint with its task and split, able to decode batches of perturbed inputs."""
 
     def __init__(self, checkpoint: str, data: str, split: str, cfg: DecodingConfig = DecodingConfig(),
-                 config_yaml: Optional[str] = None, user_dir: Optional[str] = None):
+                 config_yaml: Optional[str] = None, user_dir: Optional[str] = None,
+                 infer_tgt_lang: Optional[str] = None):
         import fairseq_xattn  # noqa: F401  (registers the plugin's tasks and models, applies shims)
         from fairseq import checkpoint_utils, utils
         from fairseq.dataclass.configs import GenerationConfig
@@ -63,6 +64,8 @@ class FairseqDecodingSession:
         overrides: Dict[str, object] = {"data": str(data)}
         if config_yaml:
             overrides["config_yaml"] = config_yaml
+        if infer_tgt_lang:  # a multilingual model: the transcript (source language) or the translation
+            overrides["infer_tgt_lang"] = infer_tgt_lang
         models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
         self.cfg = cfg
         self.device = torch.device("cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu")
@@ -71,6 +74,11 @@ class FairseqDecodingSession:
         self.split = split
         task.load_dataset(split)
         self.dataset = task.dataset(split)
+        if infer_tgt_lang and getattr(self.dataset, "infer_tgt_lang", None) != infer_tgt_lang:
+            # fairseq drops an override the task does not declare: say so instead of scoring the wrong target
+            raise ValueError(f"--infer-tgt-lang {infer_tgt_lang}: the checkpoint's task "
+                             f"({type(task).__name__}, dataset {type(self.dataset).__name__}) does not take it; "
+                             "it needs the speech_to_text_ctc task")
         ids = getattr(self.dataset, "ids", None)
         if ids is None:
             raise ValueError(f"dataset of split {split!r} ({type(self.dataset).__name__}) has no 'ids': "

@@ -61,6 +61,10 @@ def add_arguments(parser) -> None:
     gen.add_argument("--max-len-a", type=float, default=0.0)
     gen.add_argument("--max-len-b", type=int, default=200)
     gen.add_argument("--prefix-size", type=int, default=0, help="forced target prefix (1 for a language tag)")
+    gen.add_argument("--infer-tgt-lang", default=None,
+                     help="multilingual models (speech_to_text_ctc): the target language to decode and score, as "
+                          "in fairseq-generate (the source language: transcript; the other: translation; "
+                          "default: the checkpoint's setting, the translation); use with --prefix-size 1")
     gen.add_argument("--post-process", default=None, help="fairseq post-process of the target dictionary string")
     gen.add_argument("--cpu", action="store_true")
     parser.add_argument("--json", default=None, help="write curves, AUCs and sizes as JSON")
@@ -116,7 +120,7 @@ def _run(args) -> int:
         args.checkpoint, args.data, args.split, DecodingConfig(
             beam=args.beam, no_repeat_ngram_size=args.no_repeat_ngram_size, max_len_a=args.max_len_a,
             max_len_b=args.max_len_b, prefix_size=args.prefix_size, post_process=args.post_process, cpu=args.cpu),
-        config_yaml=args.config_yaml, user_dir=args.user_dir)
+        config_yaml=args.config_yaml, user_dir=args.user_dir, infer_tgt_lang=args.infer_tgt_lang)
     missing = [u for u in ids if u not in session.index]
     if missing:
         raise ExplanationError(f"{len(missing)} explained utterance(s) are not in split {args.split!r} of "

@@ -1,13 +1,17 @@
 """Corpus-level quality metrics for hypotheses (numpy/jiwer/sacrebleu; no fairseq).
 
-Scorers (registry :data:`SCORERS`, all on a 0..100 scale, corpus level):
+Scorers (registry :data:`SCORERS`, corpus level; all on a 0..100 scale except COMET, 0..1 as in the paper):
 
 * ``wer``      jiwer word error rate in percent, after a text normaliser (default: the Whisper
                English normaliser of the ``whisper-normalizer`` package, as in the paper, App. C);
 * ``wer_max``  ``min(100, wer)``: the deletion scorer of SPES (METHOD.md section 6);
 * ``bleu``     sacrebleu corpus BLEU (its default 13a tokenisation, no normaliser);
 * ``chrf``     sacrebleu corpus chrF;
-* ``comet``    unbabel-comet with a LOCAL model checkpoint (paper: Unbabel/wmt22-comet-da), x 100.
+* ``comet``    unbabel-comet with a LOCAL model checkpoint (paper: Unbabel/wmt22-comet-da), the system
+               score on COMET's own 0..1 scale (the paper's Table 5 reports 0.854, not 85.4); offline:
+               ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set to 1 before comet (and through it
+               transformers and huggingface_hub, which read them at import) is imported, for the rest
+               of the process.
 
 Text normalisers (registry :data:`TEXT_NORMALISERS`): ``whisper_english`` (English: spelling,
 numbers, contractions), ``whisper_basic`` (Whisper's language-independent normaliser: lower case,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -122,13 +127,40 @@ def comet_checkpoint(model: str) -> Path:
     return ckpt
 
 
+#: set before comet is imported: transformers and huggingface_hub read them once, at import time
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def hf_offline() -> None:
+    """Make the Hugging Face libraries offline for the rest of the process (process-wide on purpose:
+    they cache the setting when first imported, so it cannot be undone for one call).  If
+    huggingface_hub was already imported, its cached constant is switched too."""
+    os.environ.update(OFFLINE_ENV)
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None and hasattr(hub_constants, "HF_HUB_OFFLINE"):
+        hub_constants.HF_HUB_OFFLINE = True
+
+
+def comet_gpus(cpu: bool = False) -> int:
+    """GPUs for COMET's ``predict``: one when CUDA is available, unless ``cpu``."""
+    if cpu:
+        return 0
+    import torch
+
+    return 1 if torch.cuda.is_available() else 0
+
+
 def comet(hyps: Sequence[str], refs: Sequence[str], srcs: Optional[Sequence[str]] = None,
-          comet_model: Optional[str] = None, batch_size: int = 8, **_) -> float:
-    """System-level COMET x 100 with a local checkpoint, offline (no download is attempted)."""
+          comet_model: Optional[str] = None, batch_size: int = 8, cpu: bool = False, **_) -> float:
+    """System-level COMET (0..1) with a local checkpoint, offline (no download is attempted).
+
+    ``srcs[k]`` must be the source of ``hyps[k]``: the caller joins them (``score_cli.join_sources``).
+    """
     _check(hyps, refs, srcs)
     if srcs is None:
-        raise MetricError("COMET needs the source sentences (--src)")
+        raise MetricError("COMET needs the source sentences (--src-manifest or --src)")
     ckpt = comet_checkpoint(comet_model)
+    hf_offline()  # before the import: the encoder must already be in the local HF cache
     try:
         from comet import load_from_checkpoint
     except ImportError as e:
@@ -136,15 +168,13 @@ def comet(hyps: Sequence[str], refs: Sequence[str], srcs: Optional[Sequence[str]
             "COMET needs the unbabel-comet package, which is not installed: pip install 'unbabel-comet>=2.2' "
             f"(or the fairseq-xattn[comet] extra) ({e})"
         ) from None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoder must already be in the local HF cache
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         model = load_from_checkpoint(str(ckpt))
     except Exception as e:  # missing pretrained encoder in the offline cache, corrupt checkpoint
         raise MetricError(f"COMET model {ckpt} could not be loaded offline: {e}") from e
     data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)]
-    out = model.predict(data, batch_size=batch_size, gpus=0, progress_bar=False)
-    return 100.0 * float(out.system_score)
+    out = model.predict(data, batch_size=batch_size, gpus=comet_gpus(cpu), progress_bar=False)
+    return float(out.system_score)
 
 
 SCORERS: Dict[str, Callable[..., float]] = {

@@ -2,10 +2,24 @@
 
 Inputs (one of):
 
-* ``--hyp FILE --ref FILE [--src FILE]``: plain text, one sentence per line;
+* ``--hyp FILE --ref FILE [--src FILE]``: plain text, one sentence per line, the three files
+  parallel (line n of each is the same sentence);
 * ``--generate-output FILE``: a fairseq-generate log (``D-<i>`` detokenised hypotheses and
-  ``T-<i>`` references, joined by sample index);
-* ``--store DIR``: an attention store (record meta ``text`` and ``reference``, hypothesis rank 0).
+  ``T-<i>`` references, joined by the sample index ``i``, the dataset index of the utterance);
+* ``--store DIR``: an attention store (record meta ``text`` and ``reference``, hypothesis rank 0,
+  keyed by utterance id).
+
+Sources (COMET) are joined to the hypotheses by utterance id or dataset index, never by the order
+in which the hypotheses were written: fairseq-generate and the recording write them in batch order
+(sorted by length), not in manifest order.
+
+* ``--src-manifest TSV [TSV ...]``: manifest(s) with ``id`` and ``src_text`` columns (the prepared
+  ``<split>.tsv``, or the raw manifest given to ``xattn prep``).  With ``--store``: joined by
+  utterance id.  With ``--generate-output``: sample index i is row i of the manifests concatenated
+  in the order given (fairseq's ``ConcatDataset`` for a comma-joined ``--gen-subset``).
+* ``--src FILE``: sources one per line in manifest order.  With ``--hyp``: parallel to it.  With
+  ``--generate-output``: line i + 1 is sample index i.  With ``--store`` it is refused (records
+  carry ids, a line number would be a guess): use ``--src-manifest``.
 
 Example::
 
@@ -15,7 +29,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 from .metrics import HIGHER_IS_BETTER, MetricError, TEXT_NORMALISERS, score, scorer_names
 
@@ -24,9 +39,15 @@ def add_arguments(parser) -> None:
     src = parser.add_argument_group("input (one of)")
     src.add_argument("--hyp", help="hypotheses, one per line")
     src.add_argument("--ref", help="references, one per line (with --hyp)")
-    src.add_argument("--src", help="source sentences, one per line (COMET only)")
-    src.add_argument("--generate-output", help="fairseq-generate output (D-/T- lines)")
-    src.add_argument("--store", help="attention store (meta 'text' and 'reference')")
+    src.add_argument("--generate-output", help="fairseq-generate output (D-/T- lines, joined by sample index)")
+    src.add_argument("--store", help="attention store (meta 'text' and 'reference', keyed by utterance id)")
+    sources = parser.add_argument_group("sources (COMET only)")
+    sources.add_argument("--src-manifest", nargs="+", default=None, metavar="TSV",
+                         help="manifest(s) with columns id and src_text (e.g. DATA/test.tsv): joined by utterance "
+                              "id (--store) or by dataset index = row of the manifests in the order given "
+                              "(--generate-output)")
+    sources.add_argument("--src", help="sources, one per line in manifest order: parallel to --hyp, or line i+1 = "
+                                       "sample index i of --generate-output (not with --store)")
     parser.add_argument("--metrics", nargs="+", default=["wer"], choices=scorer_names(),
                         help="metrics to compute (default: %(default)s)")
     parser.add_argument("--normaliser", default="whisper_english", choices=sorted(TEXT_NORMALISERS),
@@ -35,7 +56,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--comet-model", default=None,
                         help="local COMET checkpoint (.ckpt) or model directory; nothing is downloaded")
     parser.add_argument("--comet-batch-size", type=int, default=8)
+    parser.add_argument("--cpu", action="store_true", help="run COMET on the CPU even when a GPU is available")
     parser.add_argument("--json", default=None, help="write the scores as JSON")
+
+
+@dataclass
+class Scored:
+    """What is scored: hypotheses, references and the key each came with (utterance id or sample index)."""
+
+    hyps: List[str]
+    refs: List[str]
+    keys: List[object]
+    key_kind: str  # "line", "index" or "id"
+    srcs: Optional[List[str]] = None
 
 
 def read_lines(path: str) -> List[str]:
@@ -43,7 +76,7 @@ def read_lines(path: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def read_generate_output(path: str) -> Tuple[List[str], List[str]]:
+def read_generate_output(path: str) -> Scored:
     """Hypotheses (``D-``) and references (``T-``) of a fairseq-generate log, ordered by sample index."""
     hyps: Dict[int, str] = {}
     refs: Dict[int, str] = {}
@@ -67,58 +100,133 @@ def read_generate_output(path: str) -> Tuple[List[str], List[str]]:
     if missing:
         raise MetricError(f"{path}: samples {missing[:10]} have a hypothesis or a reference but not both")
     order = sorted(hyps)
-    return [hyps[i] for i in order], [refs[i] for i in order]
+    return Scored([hyps[i] for i in order], [refs[i] for i in order], list(order), "index")
 
 
-def read_store(path: str) -> Tuple[List[str], List[str]]:
+def read_store(path: str) -> Scored:
     from ..stores import StoreReader
 
     reader = StoreReader(path)
     hyps, refs = [], []
-    for utt_id in reader.ids():
+    ids = reader.ids()
+    for utt_id in ids:
         meta = reader.row_meta(utt_id)
         if "text" not in meta or "reference" not in meta:
             raise MetricError(f"{path}: record {utt_id!r} has no 'text'/'reference' meta")
+        if meta["reference"] is None:
+            raise MetricError(f"{path}: record {utt_id!r} has no reference (the split had no target text)")
         hyps.append(meta["text"])
         refs.append(meta["reference"])
-    return hyps, refs
+    return Scored(hyps, refs, list(ids), "id")
 
 
-def load_inputs(args) -> Tuple[List[str], List[str], Optional[List[str]]]:
+def read_source_manifests(paths: Sequence[str]) -> List[Dict[str, str]]:
+    """Rows (``id``, ``src_text``) of the manifests, concatenated in the order given."""
+    from ..data.manifest import ManifestError, read_tsv
+
+    rows: List[Dict[str, str]] = []
+    for path in paths:
+        try:
+            m = read_tsv(path, ("id", "src_text"))
+        except ManifestError as e:
+            raise MetricError(str(e)) from None
+        rows += [{"id": r["id"], "src_text": r["src_text"], "where": m.where(i)} for i, r in enumerate(m.rows)]
+    return rows
+
+
+def join_sources(scored: Scored, src_lines: Optional[List[str]] = None,
+                 manifest_rows: Optional[List[Dict[str, str]]] = None, src_name: str = "--src",
+                 manifest_name: str = "--src-manifest") -> List[str]:
+    """The source sentence of every scored hypothesis, by its key; refuses any pairing it cannot prove.
+
+    * key ``line`` (``--hyp``): ``src_lines`` parallel to the hypotheses; manifests are refused.
+    * key ``index`` (fairseq-generate sample index = dataset index): line ``i`` of ``src_lines``, or
+      row ``i`` of ``manifest_rows``.
+    * key ``id`` (store records): the manifest row with that id; ``src_lines`` are refused.
+    """
+    if (src_lines is None) == (manifest_rows is None):
+        raise MetricError(f"give the sources once: {src_name} or {manifest_name}")
+    n = len(scored.hyps)
+    if scored.key_kind == "line":
+        if manifest_rows is not None:
+            raise MetricError(f"{manifest_name} needs utterance ids or sample indices, and --hyp has neither: give "
+                              f"the sources as {src_name}, a file parallel to --hyp")
+        if len(src_lines) != n:
+            raise MetricError(f"{src_name} has {len(src_lines)} lines for {n} hypotheses")
+        return list(src_lines)
+    if scored.key_kind == "index":
+        table = src_lines if src_lines is not None else [r["src_text"] for r in manifest_rows]
+        name = src_name if src_lines is not None else manifest_name
+        beyond = [i for i in scored.keys if not 0 <= int(i) < len(table)]
+        if beyond:
+            raise MetricError(f"sample indices {beyond[:10]} of the fairseq-generate output are beyond the "
+                              f"{len(table)} sources of {name} (sample i is source line/row i+1 in manifest "
+                              "order: is it the manifest of the --gen-subset that was decoded?)")
+        return [table[int(i)] for i in scored.keys]
+    if scored.key_kind == "id":
+        if src_lines is not None:
+            raise MetricError(f"{src_name} pairs sources by line, but store records are keyed by utterance id and "
+                              "written in batch (length) order: give the manifest with ids instead, "
+                              f"{manifest_name} DATA/<split>.tsv")
+        by_id = {r["id"]: r["src_text"] for r in manifest_rows}
+        missing = [u for u in scored.keys if u not in by_id]
+        if missing:
+            raise MetricError(f"{len(missing)} record id(s) are not in {manifest_name}: {missing[:5]}")
+        return [by_id[u] for u in scored.keys]
+    raise ValueError(f"unknown key kind {scored.key_kind!r}")
+
+
+def load_inputs(args) -> Scored:
     given = [x for x in ("hyp", "generate_output", "store") if getattr(args, x)]
     if len(given) != 1:
         raise MetricError("give exactly one input: --hyp/--ref, --generate-output or --store")
-    srcs = read_lines(args.src) if args.src else None
     if args.hyp:
         if not args.ref:
             raise MetricError("--hyp needs --ref")
         hyps, refs = read_lines(args.hyp), read_lines(args.ref)
         if len(hyps) != len(refs):
             raise MetricError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
+        scored = Scored(hyps, refs, list(range(len(hyps))), "line")
     elif args.generate_output:
-        hyps, refs = read_generate_output(args.generate_output)
+        scored = read_generate_output(args.generate_output)
     else:
-        hyps, refs = read_store(args.store)
-    if srcs is not None and len(srcs) != len(hyps):
-        raise MetricError(f"{args.src} has {len(srcs)} lines for {len(hyps)} hypotheses")
-    return hyps, refs, srcs
+        scored = read_store(args.store)
+    src_manifest = getattr(args, "src_manifest", None)
+    if args.src or src_manifest:
+        scored.srcs = join_sources(
+            scored, src_lines=read_lines(args.src) if args.src else None,
+            manifest_rows=read_source_manifests(src_manifest) if src_manifest else None,
+            src_name=f"--src {args.src}" if args.src else "--src",
+            manifest_name=f"--src-manifest {' '.join(src_manifest)}" if src_manifest else "--src-manifest")
+    return scored
+
+
+def format_score(name: str, value: float) -> str:
+    """COMET is on its 0..1 scale (the paper's 0.854): four decimals; the others are 0..100: two."""
+    return f"{value:.4f}" if name == "comet" else f"{value:.2f}"
 
 
 def main(args) -> int:
     try:
-        hyps, refs, srcs = load_inputs(args)
+        scored = load_inputs(args)
         results = {}
         for name in args.metrics:
-            results[name] = score(name, hyps, refs, srcs=srcs, normaliser=args.normaliser,
-                                  comet_model=args.comet_model, batch_size=args.comet_batch_size)
+            if name == "comet" and scored.srcs is None:
+                raise MetricError("COMET needs the source sentences: --src-manifest DATA/<split>.tsv "
+                                  "(--store, --generate-output) or --src FILE (--hyp, --generate-output)")
+            results[name] = score(name, scored.hyps, scored.refs, srcs=scored.srcs, normaliser=args.normaliser,
+                                  comet_model=args.comet_model, batch_size=args.comet_batch_size,
+                                  cpu=getattr(args, "cpu", False))
     except (MetricError, OSError) as e:
         sys.stderr.write(f"xattn score: error: {e}\n")
         return 2
     sys.stdout.write("| metric | score | better |\n|---|---|---|\n")
     for name, value in results.items():
-        sys.stdout.write(f"| {name} | {value:.2f} | {'higher' if HIGHER_IS_BETTER[name] else 'lower'} |\n")
-    sys.stdout.write(f"\n{len(hyps)} sentences; WER normaliser: {args.normaliser}\n")
+        sys.stdout.write(f"| {name} | {format_score(name, value)} | "
+                         f"{'higher' if HIGHER_IS_BETTER[name] else 'lower'} |\n")
+    note = "; COMET on its 0..1 scale, the others on 0..100" if "comet" in results else ""
+    sys.stdout.write(f"\n{len(scored.hyps)} sentences; WER normaliser: {args.normaliser}{note}\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"n": len(hyps), "normaliser": args.normaliser, "scores": results}, f, indent=1)
+            json.dump({"n": len(scored.hyps), "normaliser": args.normaliser, "scores": results}, f, indent=1)
     return 0

@@ -148,3 +148,25 @@ def test_cli_writes_markdown_csv_json(tmp_path):
     assert float(deep["mean"]) == pytest.approx(float(layer2["mean"]))
     bad = run_xattn("correlate", "--attention", a, "--saliency", s, "--subset", "x=9:1")
     assert bad.returncode == 2 and "(9, 1)" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_header_names_the_saliency_and_pools_only_input_saliency(tmp_path):
+    L, H, I, Tp = 2, 2, 4, 5
+    atts = {f"u{k}": RNG.dirichlet(np.ones(Tp), size=(L, H, I)) for k in range(3)}
+    a = write_attention_store(tmp_path / "att", atts)
+    sx = write_saliency_store(tmp_path / "sx", {u: RNG.random((I, Tp * 4, 3)) for u in atts}, "input")
+    sh = write_saliency_store(tmp_path / "sh", {u: RNG.random((I, Tp)) for u in atts}, "encoder")
+    out_x = run_xattn("correlate", "--attention", a, "--saliency", sx, "--aggregation", "avg2d", "--view", "layers")
+    assert out_x.returncode == 0, out_x.stderr
+    assert out_x.stdout.splitlines()[0] == ("Pearson r, CA vs SM^X (input saliency, avg2d pooling), "
+                                            "mean over 3 utterances")
+    out_h = run_xattn("correlate", "--attention", a, "--saliency", sh, "--view", "layers",
+                      "--json", tmp_path / "h.json")
+    assert out_h.returncode == 0, out_h.stderr
+    header = out_h.stdout.splitlines()[0]
+    assert header == "Pearson r, CA vs SM^H (encoder-output saliency, no pooling), mean over 3 utterances"
+    assert "max2d" not in header
+    assert json.loads((tmp_path / "h.json").read_text())["config"]["aggregation"] is None
+    # and the pooling option indeed changes nothing for SM^H
+    other = run_xattn("correlate", "--attention", a, "--saliency", sh, "--view", "layers", "--aggregation", "avg2d")
+    assert other.stdout == out_h.stdout

@@ -75,3 +75,44 @@ def test_faithfulness_errors_name_the_problem(tiny_data, tiny_checkpoint, tmp_pa
                            str(tiny_checkpoint), "--data", str(tiny_data),
                            "--explanation", f"saliency_input:{sh}"], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 2 and "target 'input'" in proc.stderr
+
+
+def test_infer_tgt_lang_picks_the_target_of_a_multilingual_model(tmp_path):
+    """fairseq-generate's --infer-tgt-lang for the decoding session: the transcript (source language)
+    or the translation, forced by the language tag with --prefix-size 1."""
+    from pathlib import Path
+
+    from fairseq_xattn.analysis.decoding import DecodingConfig, FairseqDecodingSession
+    from fairseq_xattn.data.tiny_dataset import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "d", size=14, seed=3, eval_size=2, vocab_size=120)
+    save = tmp_path / "ckpt"
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "fairseq-train"), str(data), "--user-dir", str(USER_DIR), "--task",
+                    "speech_to_text_ctc", "--train-subset", "train", "--valid-subset", "dev", "--save-dir", str(save),
+                    "--cpu", "--num-workers", "0", "--criterion", "label_smoothed_cross_entropy",
+                    "--ignore-prefix-size", "1", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "20000",
+                    "--max-update", "1", "--seed", "1", "--no-epoch-checkpoints", "--arch", "s2t_transformer_s",
+                    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+                    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--conv-channels", "32"],
+                   capture_output=True, text=True, env=ENV, check=True)
+    rows = [line.split("\t") for line in (data / "test.tsv").read_text(encoding="utf-8").splitlines()]
+    test = [dict(zip(rows[0], r)) for r in rows[1:]]
+    cfg = DecodingConfig(beam=1, max_len_b=3, prefix_size=1, cpu=True)
+    for lang, column in ((None, "tgt_text"), ("it", "tgt_text"), ("en", "src_text")):
+        session = FairseqDecodingSession(str(save / "checkpoint_last.pt"), str(data), "test", cfg, infer_tgt_lang=lang)
+        utt = session.utterance(test[0]["id"])
+        assert session.tgt_dict[int(utt.target[0])] == f"<lang:{lang or 'it'}>"
+        assert utt.reference == test[0][column]
+
+
+def test_infer_tgt_lang_is_refused_by_a_task_that_ignores_it(tiny_data, tiny_checkpoint, tmp_path):
+    # the stock speech_to_text task has no such option: fairseq would drop the override silently
+    sx, sh, ca = write_oracle_stores(tiny_data, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_xattn.cli", "faithfulness", "--checkpoint",
+                           str(tiny_checkpoint), "--data", str(tiny_data), "--split", "test", "--cpu",
+                           "--prefix-size", "1", "--infer-tgt-lang", "en",
+                           "--explanation", f"saliency_encoder:{sh}"], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--infer-tgt-lang en: the checkpoint's task (SpeechToTextTask" in proc.stderr
