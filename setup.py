@@ -1,6 +1,6 @@
 """fairseq-xattn: explain speech-to-text models, cross-attention against perturbation saliency.
 
-Installation order matters and is scripted in ``scripts/install.sh`` (``make .venv`` runs it):
+Installation order matters and is scripted in ``scripts/install.sh`` (``make venv`` runs it):
 
 1. ``torch`` first: the user's own build (>= 2.1; CPU or CUDA).  Installing it ourselves as a
    dependency of something else would let pip pick the newest CUDA build (several GB).
@@ -52,7 +52,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["fairseq_xattn", "fairseq_xattn.*"]),
-    package_data={"fairseq_xattn": ["py.typed"]},
     install_requires=FAIRSEQ_RUNTIME + OURS,
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],

@@ -14,15 +14,15 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from .compat import load_checkpoint_state
+
 _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 _BY_UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
 
 
 def checkpoint_updates(path: Path) -> int:
     """Number of updates a fairseq checkpoint was saved at (memory-mapped: tensors are not read)."""
-    import fairseq_xattn  # noqa: F401  (allow-lists fairseq's pickled types for weights_only)
-
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    state = load_checkpoint_state(path, mmap=True)
     history = state.get("optimizer_history") or [{}]
     return int(history[-1].get("num_updates", -1))
 
@@ -65,8 +65,6 @@ def last_checkpoints(directory: Path, n: int, by: str = "any") -> List[Path]:
 
 def average_checkpoints(paths: Sequence[Path]) -> Dict:
     """Average the ``model`` state of fairseq checkpoints; keep the rest of the newest one."""
-    import fairseq_xattn  # noqa: F401  (allow-lists fairseq's pickled types for weights_only)
-
     if not paths:
         raise ValueError("no checkpoint to average")
     summed: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
@@ -74,7 +72,7 @@ def average_checkpoints(paths: Sequence[Path]) -> Dict:
     for path in paths:
         # raw load, not checkpoint_utils.load_checkpoint_to_cpu: that turns cfg into a DictConfig,
         # which a re-saved checkpoint would then pickle (and weights_only loading refuses)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint_state(path)
         if newest is None:
             newest = state
         params = state["model"]

@@ -30,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="fairseq-xattn: explain speech-to-text models (cross-attention vs. saliency). "
         "Training, decoding and explaining run through the stock fairseq commands with "
         "--user-dir $(xattn user-dir); these subcommands prepare data and analyse the results.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands:\n" + "\n".join(f"  {n:<14}{h}" for n, (_, h) in SUBCOMMANDS.items()),
+        epilog="Run 'xattn COMMAND --help' for the options of one command.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -45,6 +45,21 @@ def _allow_fairseq_checkpoints() -> None:
         ts.add_safe_globals(fairseq_checkpoint_safe_globals())
 
 
+def load_checkpoint_state(path, mmap: bool = False) -> dict:
+    """``torch.load`` of a fairseq checkpoint onto the CPU, safely wherever torch allows it.
+
+    With ``add_safe_globals`` (torch >= 2.4) the load is ``weights_only`` with fairseq's types
+    allow-listed; older torch (>= 2.1, which setup.py admits) cannot allow-list, and its default
+    (full unpickling, what fairseq itself does there) is used.
+    """
+    import torch
+    import torch.serialization as ts
+
+    apply()
+    kwargs = {"weights_only": True} if hasattr(ts, "add_safe_globals") else {}
+    return torch.load(path, map_location="cpu", mmap=mmap, **kwargs)
+
+
 def _numpy_aliases() -> None:
     # fairseq.data.data_utils (compute_mask_indices, used by SpecAugment-like masking paths) still
     # says np.int, removed in numpy 1.24; restore it as the builtin it always was.

@@ -66,3 +66,26 @@ def test_missing_fairseq_gives_a_clear_message():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "fairseq-fixed==0.12.3.1" in proc.stderr and "scripts/install.sh" in proc.stderr
+
+
+@pytest.mark.parametrize("torch_has_allow_list", [True, False])
+def test_checkpoint_state_loads_with_and_without_torch_allow_list(tiny_checkpoint, monkeypatch, torch_has_allow_list):
+    """torch 2.1-2.3 (admitted by setup.py) has no add_safe_globals: loading must not insist on
+    weights_only there, where fairseq's pickled Namespace would be refused."""
+    import torch.serialization as ts
+
+    from fairseq_xattn.compat import load_checkpoint_state
+
+    seen = {}
+    real_load = torch.load
+
+    def spy_load(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy_load)
+    if not torch_has_allow_list:
+        monkeypatch.delattr(ts, "add_safe_globals")
+    state = load_checkpoint_state(tiny_checkpoint)
+    assert "model" in state and state["cfg"]["model"].arch == "s2t_transformer_s"
+    assert seen.get("weights_only") is (True if torch_has_allow_list else None)

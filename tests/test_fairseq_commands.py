@@ -49,25 +49,22 @@ def test_fairseq_train_then_generate(tiny_data, tmp_path):
 
 def test_fairseq_hydra_train_then_generate(tiny_data, tmp_path):
     overrides = [f"model.{k}={v}" for k, v in MICRO_MODEL.items()]
+    checkpoint = tmp_path / "ckpt" / "checkpoint_last.pt"
     _run(fairseq_cli("hydra-train") + [
         "--config-dir", CONFIGS, "--config-name", "tiny_asr", f"task.data={tiny_data}",
         f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={tmp_path / 'ckpt'}",
         "optimization.max_update=4", "dataset.valid_subset=test", *overrides], cwd=tmp_path)
-    out = _generate(tiny_data, tmp_path / "ckpt" / "checkpoint_last.pt")
+    out = _generate(tiny_data, checkpoint)
     assert len(re.findall(r"^H-\d+\t", out, flags=re.M)) == 10
 
-
-def test_generate_without_user_dir_names_the_unknown_arch(tiny_data, tmp_path):
-    # A checkpoint of our arch loaded without the plugin: fairseq must fail, not decode garbage.
-    ckpt = tmp_path / "ckpt"
-    _run(fairseq_cli("hydra-train") + [
-        "--config-dir", CONFIGS, "--config-name", "tiny_asr", f"task.data={tiny_data}",
-        f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={ckpt}", "optimization.max_update=1",
-        "dataset.valid_subset=test", *[f"model.{k}={v}" for k, v in MICRO_MODEL.items()]], cwd=tmp_path)
+    # The same checkpoint without the plugin: fairseq must fail (not decode garbage) with the error
+    # that README.md's troubleshooting section explains.
     proc = subprocess.run([str(c) for c in fairseq_cli("generate") + [
         tiny_data, "--task", "speech_to_text", "--config-yaml", "config.yaml", "--gen-subset", "test",
-        "--path", ckpt / "checkpoint_last.pt", "--cpu"]], capture_output=True, text=True, env=ENV)
+        "--path", checkpoint, "--cpu"]], capture_output=True, text=True, env=ENV)
     assert proc.returncode != 0
+    assert "KeyError: \"'_name'\"" in proc.stderr, proc.stderr[-2000:]
+    assert "KeyError: \"'_name'\"" in (REPO / "README.md").read_text()
 
 
 def test_checkpoint_of_an_unknown_arch_is_named(tiny_data, tiny_checkpoint, tmp_path):

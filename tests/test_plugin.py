@@ -44,8 +44,13 @@ def test_dataclass_fields_have_real_types():
 
 def test_xattn_help_lists_subcommands():
     out = subprocess.run([XATTN, "--help"], capture_output=True, text=True, check=True).stdout
-    for sub in ("corpus", "prep", "score", "correlate", "faithfulness", "plot", "store", "user-dir"):
-        assert sub in out
+    from fairseq_xattn.cli import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) >= {"corpus", "prep", "average", "score", "correlate", "faithfulness", "plot",
+                                "store", "user-dir"}
+    lines = out.splitlines()
+    for sub in SUBCOMMANDS:  # each listed once, as the first word of its line
+        assert sum(1 for line in lines if line.split()[:1] == [sub]) == 1, (sub, out)
 
 
 def test_user_dir_points_at_the_importable_package():

@@ -178,7 +178,7 @@ ARCHS: Dict[str, Dict[str, object]] = {
     ),
     # What learns the synthetic espeak corpus on 2 CPU cores (METHOD.md 8b: a 4.3M-parameter 6/2-layer
     # d-192 model did).  A Conformer block has ~2x the weights of a Transformer layer of the same width,
-    # so d 144 / FFN 576 keeps the size (3.9M with 200 pieces); intermediate CTC on layer 4.
+    # so d 144 / FFN 576 keeps the size (4.1M with 200 pieces, both CTC heads); intermediate CTC on layer 4.
     "xattn_conformer_tiny": dict(
         encoder_layers=6, decoder_layers=2, ctc_src_layer=4, conv_channels=256,
         encoder_embed_dim=144, encoder_ffn_embed_dim=576, encoder_attention_heads=4,
