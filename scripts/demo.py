@@ -33,6 +33,7 @@ class Budget:
     corpus_size: int = 8000          # distinct sentence pairs (train + dev + test)
     eval_size: int = 100             # sentences in dev, test, test_voices
     vocab_size: int = 200
+    st_vocab_size: int = 400          # --with-st: one SentencePiece model for English and Italian targets
     max_update: int = 3000
     train_minutes: float = 19.0       # fairseq's --stop-time-hours: whichever comes first
     save_interval_updates: int = 100
@@ -46,7 +47,7 @@ class Budget:
     max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
 
 
-QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, max_update=12, train_minutes=10.0, save_interval_updates=6,
+QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, st_vocab_size=90, max_update=12, train_minutes=10.0, save_interval_updates=6,
                average_last=2, max_tokens=6000, explain_utterances=3, input_masks=24,
                encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12)
 
@@ -59,20 +60,24 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         self.force = force
         self.forcing = False
+        self.ran_any = False
         self.timings: Dict[str, float] = {}
         timings_file = work / "stage_seconds.json"
         if timings_file.exists():
             self.timings = json.loads(timings_file.read_text())
 
     # -- running ----------------------------------------------------------------------------------
-    def stage(self, name: str, fn: Callable[[], None]) -> None:
+    def stage(self, name: str, fn: Callable[[], None], always_after_changes: bool = False) -> None:
+        """Run ``fn`` unless its marker says it finished before; a stage marked
+        ``always_after_changes`` (the report) also reruns whenever an earlier stage of this run ran."""
         marker = self.work / "done" / name
         if name == self.force:
             self.forcing = True
-        if marker.exists() and not self.forcing:
+        if marker.exists() and not self.forcing and not (always_after_changes and self.ran_any):
             print(f"[demo] {name}: done before, skipped")
             return
         print(f"[demo] {name} ...", flush=True)
+        self.ran_any = True
         start = time.time()
         fn()
         self.timings[name] = round(time.time() - start, 1)
@@ -117,20 +122,56 @@ def fairseq(cmd: str, *args) -> List:
 
 
 # -- stages -------------------------------------------------------------------------------------------
-def build(p: Pipeline) -> None:
-    b, W, R = p.budget, p.work, p.out
-    corpus, raw, data, ckpt = W / "corpus", W / "asr_raw", W / "data_asr", W / "ckpt_asr"
-    model = ckpt / "averaged.pt"
-    splits = ["test", "test_voices"]
-    explain_split = "test_explain"
+@dataclass
+class Track:
+    """One model of the demo and everything computed from it.
 
+    The main job is English ASR, like the paper's base model (prefix ""); ``--with-st`` adds a
+    multitask ASR+ST en->it model with language tags, like the paper's small/large models ("st_").
+    Stage names, work files and result files carry the prefix; the ST results go to ``<out>/st``.
+    """
+    prefix: str
+    data: Path
+    ckpt: Path
+    results: Path
+    splits: List[str]                 # decoded and scored test sets
+    gen_args: List                    # extra fairseq-generate options of the explained task
+    metrics: List[str]                # xattn score metrics of gen_args' output
+    normaliser: str                   # text normaliser of the scores
+    faithfulness_scorer: str          # wer_max (ASR) or bleu (ST)
+    train_overrides: List[str]        # fairseq-hydra-train overrides beyond the common ones
+    aggregations: List[str]           # SM^X poolings correlated (the first also in faithfulness)
+    extra_decodes: Dict[str, List] = None  # name -> fairseq-generate options: more decodes to score with WER
+
+    def work(self, p: "Pipeline", name: str) -> Path:
+        return p.work / f"{self.prefix}{name}"
+
+    @property
+    def model(self) -> Path:
+        return self.ckpt / "averaged.pt"
+
+
+EXPLAIN_SPLIT = "test_explain"
+
+
+def build_corpus(p: Pipeline) -> Path:
+    corpus = p.work / "corpus"
     p.stage("corpus", lambda: p.run("corpus", xattn(
-        "corpus", corpus, "--size", b.corpus_size, "--eval-size", b.eval_size, "--seed", 1)))
+        "corpus", corpus, "--size", p.budget.corpus_size, "--eval-size", p.budget.eval_size, "--seed", 1)))
+    return corpus
+
+
+def asr_track(p: Pipeline, corpus: Path) -> Track:
+    """English ASR: the transcript is the target (manifests without tgt_text), no language tags."""
+    W, raw = p.work, p.work / "asr_raw"
+    track = Track(prefix="", data=W / "data_asr", ckpt=W / "ckpt_asr", results=p.out,
+                  splits=["test", "test_voices"], gen_args=[], metrics=["wer"], normaliser="whisper_english",
+                  faithfulness_scorer="wer_max", train_overrides=["task.multitask_asr_prob=1.0"],
+                  aggregations=["max2d", "avg2d", "maxfreq_avgtime"])
 
     def asr_manifests():
-        # English ASR, like the paper's base model: the transcript is the target (no tgt_text).
         raw.mkdir(parents=True, exist_ok=True)
-        for split in ["train", "dev", *splits]:
+        for split in ["train", "dev", *track.splits]:
             with open(corpus / f"{split}.tsv", newline="") as f:
                 rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
             keep = [c for c in rows[0] if c not in ("tgt_text", "tgt_lang")]
@@ -142,104 +183,148 @@ def build(p: Pipeline) -> None:
                     r["audio"] = str((corpus / r["audio"]).resolve())
                     w.writerow(r)
     p.stage("asr_manifests", asr_manifests)
+    prep(p, track, raw, ["--vocab-size", p.budget.vocab_size, "--lang-tags", "no"])
+    return track
 
-    def prep():
-        p.run("prep", xattn("prep", raw, data, "--vocab-size", b.vocab_size, "--lang-tags", "no"))
+
+def st_track(p: Pipeline, corpus: Path) -> Track:
+    """Multitask ASR + en->it ST on the English audio, with <lang:xx> tags: each training sample's
+    target is the transcript with probability 0.5, else the translation (paper Appendix B).  The
+    explained and faithfulness-scored task is ST; the same model's ASR is scored too."""
+    track = Track(prefix="st_", data=p.work / "data_st", ckpt=p.work / "ckpt_st", results=p.out / "st",
+                  splits=["test", "test_voices"], gen_args=["--infer-tgt-lang", "it", "--prefix-size", 1],
+                  metrics=["bleu", "chrf"], normaliser="none", faithfulness_scorer="bleu",
+                  train_overrides=["task.multitask_asr_prob=0.5", "++criterion.ignore_prefix_size=1"],
+                  aggregations=["max2d"],
+                  extra_decodes={"asr": ["--infer-tgt-lang", "en", "--prefix-size", 1]})
+    prep(p, track, corpus, ["--vocab-size", p.budget.st_vocab_size, "--lang-tags", "yes",
+                            "--splits", "train,dev,test,test_voices"])
+    return track
+
+
+def prep(p: Pipeline, t: Track, raw: Path, options: List) -> None:
+    def run():
+        p.run(f"{t.prefix}prep", xattn("prep", raw, t.data, *options))
         # the explained subset: the first utterances of test, as its own split
-        lines = (data / "test.tsv").read_text().splitlines()
-        (data / f"{explain_split}.tsv").write_text("\n".join(lines[: 1 + b.explain_utterances]) + "\n")
-    p.stage("prep", prep)
+        lines = (t.data / "test.tsv").read_text().splitlines()
+        (t.data / f"{EXPLAIN_SPLIT}.tsv").write_text("\n".join(lines[: 1 + p.budget.explain_utterances]) + "\n")
+    p.stage(f"{t.prefix}prep", run)
 
-    p.stage("train", lambda: p.run("train", fairseq(
+
+def train_decode_explain(p: Pipeline, t: Track) -> None:
+    """train -> average -> decode + record -> score -> explain (both targets) -> correlate ->
+    faithfulness -> figures, for one track."""
+    b, W, R, pre = p.budget, p.work, t.results, t.prefix
+    R.mkdir(parents=True, exist_ok=True)
+
+    p.stage(f"{pre}train", lambda: p.run(f"{pre}train", fairseq(
         "hydra-train", "--config-dir", REPO / "examples" / "configs", "--config-name", "tiny_asr",
-        f"task.data={data}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={ckpt}",
+        f"task.data={t.data}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={t.ckpt}",
         f"optimization.max_update={b.max_update}", f"dataset.max_tokens={b.max_tokens}",
         f"optimization.stop_time_hours={b.train_minutes / 60:.4f}",
         f"checkpoint.save_interval_updates={b.save_interval_updates}",
-        f"checkpoint.keep_interval_updates={max(b.average_last, 2)}", "task.multitask_asr_prob=1.0",
+        f"checkpoint.keep_interval_updates={max(b.average_last, 2)}", *t.train_overrides,
         "dataset.valid_subset=dev"), cwd=W))
 
-    p.stage("average", lambda: p.run("average", xattn(
-        "average", ckpt, "--last", b.average_last, "--output", model)))
+    p.stage(f"{pre}average", lambda: p.run(f"{pre}average", xattn(
+        "average", t.ckpt, "--last", b.average_last, "--output", t.model)))
 
     common_gen = ["--user-dir", USER_DIR, "--task", "speech_to_text_ctc", "--config-yaml", "config.yaml",
-                  "--path", model, "--max-tokens", 40000, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5, "--max-len-b", b.max_len_b]
+                  "--path", t.model, "--max-tokens", 40000, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5,
+                  "--max-len-b", b.max_len_b]
+    attention = t.work(p, f"attention_{EXPLAIN_SPLIT}")
 
     def decode():
-        for split in splits + [explain_split]:
-            store = W / f"attention_{split}"
+        for split in t.splits + [EXPLAIN_SPLIT]:
+            store = t.work(p, f"attention_{split}")
             shutil.rmtree(store, ignore_errors=True)
-            p.run(f"generate_{split}", fairseq(
-                "generate", data, *common_gen, "--gen-subset", split, "--record-cross-attn", store),
-                stdout=W / f"generate_{split}.txt")
-    p.stage("decode_and_record", decode)
+            p.run(f"{pre}generate_{split}", fairseq(
+                "generate", t.data, *common_gen, *t.gen_args, "--gen-subset", split, "--record-cross-attn", store),
+                stdout=t.work(p, f"generate_{split}.txt"))
+        for name, args in (t.extra_decodes or {}).items():
+            for split in t.splits:
+                p.run(f"{pre}generate_{name}_{split}", fairseq(
+                    "generate", t.data, *common_gen, *args, "--gen-subset", split),
+                    stdout=t.work(p, f"generate_{name}_{split}.txt"))
+    p.stage(f"{pre}decode_and_record", decode)
 
     def score():
-        for split in splits:
-            p.run(f"score_{split}", xattn("score", "--generate-output", W / f"generate_{split}.txt",
-                                          "--metrics", "wer", "--json", R / f"score_{split}.json"))
-    p.stage("score", score)
+        for split in t.splits:
+            p.run(f"{pre}score_{split}", xattn(
+                "score", "--generate-output", t.work(p, f"generate_{split}.txt"), "--metrics", *t.metrics,
+                "--normaliser", t.normaliser, "--json", R / f"score_{split}.json"))
+            for name in t.extra_decodes or {}:
+                p.run(f"{pre}score_{name}_{split}", xattn(
+                    "score", "--generate-output", t.work(p, f"generate_{name}_{split}.txt"), "--metrics", "wer",
+                    "--json", R / f"score_{name}_{split}.json"))
+    p.stage(f"{pre}score", score)
 
     def explain(target: str, masks: int):
         def run():
-            p.run(f"explain_{target}", fairseq(
-                "generate", data, "--user-dir", USER_DIR, "--task", "speech_explain", "--config-yaml",
-                "config.yaml", "--path", model, "--gen-subset", explain_split, "--max-tokens", 40000,
-                "--cpu", "--explain-target", target, "--explain-masks", masks,
-                "--explain-hypotheses", W / f"attention_{explain_split}",
-                "--explain-store", W / f"saliency_{target}"), stdout=W / f"explain_{target}.txt")
+            p.run(f"{pre}explain_{target}", fairseq(
+                "generate", t.data, "--user-dir", USER_DIR, "--task", "speech_explain", "--config-yaml",
+                "config.yaml", "--path", t.model, "--gen-subset", EXPLAIN_SPLIT, "--max-tokens", 40000,
+                "--cpu", *t.gen_args, "--explain-target", target, "--explain-masks", masks,
+                "--explain-hypotheses", attention, "--explain-store", t.work(p, f"saliency_{target}")),
+                stdout=t.work(p, f"explain_{target}.txt"))
         return run
-    p.stage("explain_encoder", explain("encoder", b.encoder_masks))
-    p.stage("explain_input", explain("input", b.input_masks))
+    p.stage(f"{pre}explain_encoder", explain("encoder", b.encoder_masks))
+    p.stage(f"{pre}explain_input", explain("input", b.input_masks))
 
     def correlate():
-        attn = W / f"attention_{explain_split}"
-        for name, target, agg in [("input_max2d", "input", "max2d"), ("input_avg2d", "input", "avg2d"),
-                                  ("input_maxfreq_avgtime", "input", "maxfreq_avgtime"),
-                                  ("encoder", "encoder", None)]:
-            args = ["correlate", "--attention", attn, "--saliency", W / f"saliency_{target}",
+        runs = [(f"input_{agg}", "input", agg) for agg in t.aggregations] + [("encoder", "encoder", None)]
+        for name, target, agg in runs:
+            args = ["correlate", "--attention", attention, "--saliency", t.work(p, f"saliency_{target}"),
                     "--json", R / f"correlation_{name}.json", "--csv", R / f"correlation_{name}.csv"]
             if agg:
                 args += ["--aggregation", agg]
-            p.run(f"correlate_{name}", xattn(*args), stdout=R / f"correlation_{name}.md")
-    p.stage("correlate", correlate)
+            p.run(f"{pre}correlate_{name}", xattn(*args), stdout=R / f"correlation_{name}.md")
+    p.stage(f"{pre}correlate", correlate)
 
     def faithfulness():
-        attn = W / f"attention_{explain_split}"
-        p.run("faithfulness", xattn(
-            "faithfulness", "--checkpoint", model, "--data", data, "--split", explain_split,
+        sal_x, sal_h = t.work(p, "saliency_input"), t.work(p, "saliency_encoder")
+        prefix_size = t.gen_args[t.gen_args.index("--prefix-size") + 1] if "--prefix-size" in t.gen_args else 0
+        p.run(f"{pre}faithfulness", xattn(
+            "faithfulness", "--checkpoint", t.model, "--data", t.data, "--split", EXPLAIN_SPLIT,
             "--user-dir", USER_DIR, "--cpu", "--beam", 5, "--no-repeat-ngram-size", 5, "--max-len-b", b.max_len_b,
-            "--max-utterances", b.faithfulness_utterances,
-            "--explanation", f"SM^X=saliency_input:{W / 'saliency_input'}",
-            "--explanation", f"SM^X aggregated=saliency_input_aggregated:{W / 'saliency_input'}",
-            "--explanation", f"CA=attention:{attn}",
-            "--explanation", f"SM^H=saliency_encoder:{W / 'saliency_encoder'}",
+            "--prefix-size", prefix_size, "--scorer", t.faithfulness_scorer,
+            "--max-utterances", b.faithfulness_utterances, "--aggregation", t.aggregations[0],
+            "--explanation", f"SM^X=saliency_input:{sal_x}",
+            "--explanation", f"SM^X aggregated=saliency_input_aggregated:{sal_x}",
+            "--explanation", f"CA=attention:{attention}",
+            "--explanation", f"SM^H=saliency_encoder:{sal_h}",
             "--json", R / "faithfulness.json", "--csv", R / "faithfulness.csv"),
             stdout=R / "faithfulness.md")
-    p.stage("faithfulness", faithfulness)
+    p.stage(f"{pre}faithfulness", faithfulness)
 
     def figures():
         fig = R / "figures"
         fig.mkdir(exist_ok=True)
-        ids = [json.loads(l)["id"] for l in (W / f"attention_{explain_split}" / "index.jsonl").open()]
+        ids = [json.loads(l)["id"] for l in (attention / "index.jsonl").open()]
         for utt in ids[: b.figures]:
-            p.run("plot", xattn("plot", "utterance", "--attention", W / f"attention_{explain_split}",
-                                "--saliency-input", W / "saliency_input", "--saliency-encoder",
-                                W / "saliency_encoder", "--id", utt, "--out", fig / f"utterance_{utt}"))
-        p.run("plot", xattn("plot", "grid", "--json", R / "correlation_input_max2d.json", "--title",
-                            "CA vs SM^X (2D max)", "--out", fig / "grid_input"))
-        p.run("plot", xattn("plot", "grid", "--json", R / "correlation_encoder.json", "--title",
-                            "CA vs SM^H", "--out", fig / "grid_encoder"))
-        p.run("plot", xattn("plot", "curves", "--json", R / "faithfulness.json", "--out", fig / "deletion"))
-    p.stage("figures", figures)
-
-    p.stage("report", lambda: write_report(p))
+            p.run(f"{pre}plot", xattn("plot", "utterance", "--attention", attention,
+                                      "--saliency-input", t.work(p, "saliency_input"), "--saliency-encoder",
+                                      t.work(p, "saliency_encoder"), "--id", utt, "--out", fig / f"utterance_{utt}"))
+        p.run(f"{pre}plot", xattn("plot", "grid", "--json", R / "correlation_input_max2d.json", "--title",
+                                  "CA vs SM^X (2D max)", "--out", fig / "grid_input"))
+        p.run(f"{pre}plot", xattn("plot", "grid", "--json", R / "correlation_encoder.json", "--title",
+                                  "CA vs SM^H", "--out", fig / "grid_encoder"))
+        p.run(f"{pre}plot", xattn("plot", "curves", "--json", R / "faithfulness.json", "--out", fig / "deletion"))
+    p.stage(f"{pre}figures", figures)
 
 
-def write_report(p: Pipeline) -> None:
+def build(p: Pipeline, with_st: bool) -> None:
+    corpus = build_corpus(p)
+    train_decode_explain(p, asr_track(p, corpus))
+    if with_st:
+        train_decode_explain(p, st_track(p, corpus))
+    p.stage("report", lambda: write_report(p, with_st), always_after_changes=True)
+
+
+def write_report(p: Pipeline, with_st: bool) -> None:
     from report import render_report  # scripts/report.py
 
-    (p.out / "report.md").write_text(render_report(p.work, p.out, p.budget, p.timings))
+    (p.out / "report.md").write_text(render_report(p.work, p.out, p.budget, p.timings, with_st))
 
 
 def main(argv=None) -> int:
@@ -249,13 +334,16 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the shortened pipeline of the tests")
     parser.add_argument("--force", default=None, help="redo this stage and all after it")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on the terminal")
+    parser.add_argument("--with-st", action="store_true",
+                        help="also train and explain a multitask ASR + en->it ST model (results in <out>/st; "
+                        "about 20 more minutes)")
     args = parser.parse_args(argv)
     work = args.work or REPO / "work" / args.out.name
     budget = QUICK if args.quick else Budget()
     p = Pipeline(work.resolve(), args.out.resolve(), budget, args.force, args.quiet)
     (p.work / "budget.json").write_text(json.dumps(budget.__dict__, indent=1))
     start = time.time()
-    build(p)
+    build(p, args.with_st)
     print(f"[demo] finished in {time.time() - start:.0f} s: {p.out / 'report.md'}")
     return 0
 

@@ -20,6 +20,10 @@ PAPER = {
     "deletion": {"SM^X": 91.3, "SM^X aggregated": 52.9, "CA": 41.2},
     "size": 29.7,
 }
+# Paper, multitask multilingual small model, en audio (Table 2: CA vs SM^X layer average; Table 3:
+# CA vs SM^H; Table 5: quality, ST deletion with BLEU, size).
+PAPER_SMALL_EN_IT = {"sm_x_full": 0.485, "sm_h_full": 0.519, "asr_sm_x_full": 0.633, "asr_sm_h_full": 0.706,
+                     "asr_wer": 11.7, "comet": 0.854, "deletion_bleu": 2.4, "size": 30.0}
 
 
 def _load(path: Path) -> Optional[dict]:
@@ -38,8 +42,8 @@ def _commit(repo: Path) -> str:
         return "unknown"
 
 
-def _trained_updates(work: Path) -> str:
-    last = Path(work) / "ckpt_asr" / "checkpoint_last.pt"
+def _trained_updates(work: Path, ckpt: str = "ckpt_asr") -> str:
+    last = Path(work) / ckpt / "checkpoint_last.pt"
     if not last.exists():
         return "?"
     from fairseq_xattn.checkpoint_average import checkpoint_updates
@@ -72,7 +76,49 @@ def trends(corr_input: dict, corr_encoder: dict, corr_avg2d: Optional[dict]) -> 
     return lines
 
 
-def render_report(work: Path, out: Path, budget, timings: Dict[str, float]) -> str:
+def st_section(work: Path, out: Path, budget, asr_corr: Dict[str, Optional[dict]]) -> List[str]:
+    """The multitask ASR + en->it ST model of ``demo.py --with-st`` (results in ``out/st``)."""
+    st, paper = out / "st", PAPER_SMALL_EN_IT
+    parts = ["## Speech translation: a multitask ASR + en->it ST model (`--with-st`)", "",
+             f"The same `xattn_conformer_tiny` and budget, trained on the English audio with language tags "
+             f"(`<lang:en>` transcript with probability 0.5, else `<lang:it>` translation; training stopped "
+             f"after {_trained_updates(work, 'ckpt_st')} updates), decoded with `--prefix-size 1 "
+             "--infer-tgt-lang it` (ST) and `--infer-tgt-lang en` (ASR of the same model). The explained "
+             "and deleted task is ST.", "",
+             "| test set | utterances | ST BLEU | ST chrF | ASR WER (same model) |", "|---|---|---|---|---|"]
+    for split, label in [("test", "unseen sentences, training voices"), ("test_voices", "same sentences, unseen voices")]:
+        s, a = _load(st / f"score_{split}.json"), _load(st / f"score_asr_{split}.json")
+        if s:
+            wer = _fmt(a["scores"]["wer"], 1) if a else "n/a"
+            parts.append(f"| {label} | {s['n']} | {_fmt(s['scores']['bleu'], 1)} | {_fmt(s['scores']['chrf'], 1)} "
+                         f"| {wer} |")
+    parts += ["", f"Paper, small model on EuroParl-ST: en ASR WER {paper['asr_wer']}, en-it COMET {paper['comet']} "
+              "(COMET needs a local model here: `xattn score --metrics comet --comet-model PATH`).", ""]
+    corr_x, corr_h = _load(st / "correlation_input_max2d.json"), _load(st / "correlation_encoder.json")
+    if corr_x and corr_h:
+        parts += ["### CA vs SM^X (2D max) and CA vs SM^H, en->it ST", "",
+                  (st / "correlation_input_max2d.md").read_text().strip(), "",
+                  (st / "correlation_encoder.md").read_text().strip(), "",
+                  f"Paper (small, en-it, layer average): SM^X {paper['sm_x_full']}, SM^H {paper['sm_h_full']} "
+                  f"(en ASR of the same model: {paper['asr_sm_x_full']}, {paper['asr_sm_h_full']}).", "",
+                  "Trends on the ST model:", "", *trends(corr_x, corr_h, None)]
+        if asr_corr.get("input_max2d"):
+            a, t = asr_corr["input_max2d"]["full_avg"]["mean"], corr_x["full_avg"]["mean"]
+            parts.append(f"- ST correlates lower than ASR (paper: en-it {paper['sm_x_full']} vs en "
+                         f"{paper['asr_sm_x_full']}): {'holds' if t < a else 'does not hold'} (SM^X full average: "
+                         f"ST {_fmt(t)}, the ASR model above {_fmt(a)}).")
+        parts.append("")
+    faith = st / "faithfulness.md"
+    if faith.exists():
+        parts += ["### Deletion (BLEU) and size, en->it ST", "", faith.read_text().strip(), "",
+                  f"Paper (small, en-it): deletion {paper['deletion_bleu']}, size {paper['size']}. For ST, lower "
+                  "deletion is better (BLEU falls faster when the most relevant parts are removed first).", ""]
+    figs = sorted((st / "figures").glob("*.png")) if (st / "figures").exists() else []
+    parts += [f"![st_{f.stem}](st/figures/{f.name})" for f in figs] + ([""] if figs else [])
+    return parts
+
+
+def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with_st: bool = False) -> str:
     repo = Path(__file__).resolve().parents[1]
     b = budget
     parts = [
@@ -134,6 +180,8 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float]) -> s
         for f in figs:
             parts.append(f"![{f.stem}](figures/{f.name})")
         parts.append("")
+    if with_st:
+        parts += st_section(work, out, budget, corr)
     parts += ["## Time per stage (seconds, 2 CPU cores)", "", "| stage | seconds |", "|---|---|"]
     parts += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     parts += [f"| total | {sum(timings.values()):.0f} |", ""]
