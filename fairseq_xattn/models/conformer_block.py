@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .channels_last_conv import ChannelsLastConv1d
+from .dropout import Dropout
 from .masking import zero_padded_frames
 from .rel_pos_attention import RelPositionMultiHeadAttention
 
@@ -23,8 +24,8 @@ class FeedForwardModule(nn.Module):
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
-        self.activation_dropout = nn.Dropout(activation_dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = Dropout(activation_dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activation_dropout(F.silu(self.fc1(self.layer_norm(x))))
@@ -64,7 +65,7 @@ class ConvolutionModule(nn.Module):
         )
         self.batch_norm = MaskedBatchNorm1d(embed_dim)
         self.pointwise_out = nn.Linear(embed_dim, embed_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         x = F.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)  # B x T x D
@@ -92,7 +93,7 @@ class ConformerBlock(nn.Module):
         self.ffn1 = FeedForwardModule(embed_dim, ffn_dim, dropout, activation_dropout)
         self.attn_layer_norm = nn.LayerNorm(embed_dim)
         self.self_attn = RelPositionMultiHeadAttention(embed_dim, num_heads, attention_dropout)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         self.conv = ConvolutionModule(embed_dim, depthwise_kernel_size, dropout)
         self.ffn2 = FeedForwardModule(embed_dim, ffn_dim, dropout, activation_dropout)
         self.final_layer_norm = nn.LayerNorm(embed_dim)

@@ -13,6 +13,7 @@ import torch.nn as nn
 from fairseq.models import FairseqEncoder
 
 from .conformer_block import ConformerBlock
+from .dropout import Dropout
 from .masking import lengths_to_padding_mask
 from .rel_pos_attention import relative_positional_encoding
 from .subsampler import Conv1dSubsampler
@@ -41,7 +42,7 @@ class ConformerEncoder(FairseqEncoder):
         self.ctc_src_layer = cfg.ctc_src_layer
         self.subsample = Conv1dSubsampler(cfg.input_feat_per_channel, cfg.conv_channels, d, cfg.conv_kernel_size)
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
             ConformerBlock(
                 d,

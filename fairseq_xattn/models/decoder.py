@@ -11,6 +11,8 @@ from typing import List
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase
 from fairseq.modules import MultiheadAttention
 
+from .dropout import use_fast_dropout
+
 
 def decoder_transformer_config(cfg) -> TransformerConfig:
     """fairseq's nested TransformerConfig from our flat model config (decoder side only)."""
@@ -43,6 +45,7 @@ class XattnTransformerDecoder(TransformerDecoderBase):
 
     def __init__(self, cfg, dictionary, embed_tokens):
         super().__init__(decoder_transformer_config(cfg), dictionary, embed_tokens)
+        use_fast_dropout(self)  # fairseq's F.dropout is slow on CPUs (see dropout.py); same maths
 
     def cross_attention_modules(self) -> List[MultiheadAttention]:
         """The L per-layer encoder-decoder attention modules, first layer first."""

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dropout import dropout
+
 
 def relative_positional_encoding(length: int, dim: int, device=None, dtype=None) -> torch.Tensor:
     """Sinusoidal encodings of relative positions T-1, T-2, ..., -(T-1): ``(2T - 1) x D``.
@@ -90,7 +92,7 @@ class RelPositionMultiHeadAttention(nn.Module):
             # With attention dropout torch's CPU kernels fall back to an unfused path that also scans
             # the mask for all -inf rows; the explicit computation is the same maths, and cheaper.
             scores = torch.matmul(q_u, k.transpose(-2, -1)).add_(pos_scores).mul_(scale)
-            weights = F.dropout(torch.softmax(scores.masked_fill(key_mask, float("-inf")), dim=-1), self.dropout)
+            weights = dropout(torch.softmax(scores.masked_fill(key_mask, float("-inf")), dim=-1), self.dropout)
             context = torch.matmul(weights, v)
         else:
             bias = (pos_scores * scale).masked_fill(key_mask, float("-inf"))
