@@ -36,6 +36,8 @@ class Budget:
     st_vocab_size: int = 400          # --with-st: one SentencePiece model for English and Italian targets
     max_update: int = 3000
     train_minutes: float = 19.0       # fairseq's --stop-time-hours: whichever comes first
+    st_max_update: int = 5000         # --with-st: two tasks to learn, outside the 30-minute budget
+    st_train_minutes: float = 30.0
     save_interval_updates: int = 100
     average_last: int = 2
     max_tokens: int = 5000
@@ -47,7 +49,8 @@ class Budget:
     max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
 
 
-QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, st_vocab_size=90, max_update=12, train_minutes=10.0, save_interval_updates=6,
+QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, st_vocab_size=90, max_update=12, train_minutes=10.0,
+               st_max_update=12, st_train_minutes=10.0, save_interval_updates=6,
                average_last=2, max_tokens=6000, explain_utterances=3, input_masks=24,
                encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12)
 
@@ -140,6 +143,8 @@ class Track:
     normaliser: str                   # text normaliser of the scores
     faithfulness_scorer: str          # wer_max (ASR) or bleu (ST)
     train_overrides: List[str]        # fairseq-hydra-train overrides beyond the common ones
+    max_update: int
+    train_minutes: float
     aggregations: List[str]           # SM^X poolings correlated (the first also in faithfulness)
     extra_decodes: Dict[str, List] = None  # name -> fairseq-generate options: more decodes to score with WER
 
@@ -167,6 +172,7 @@ def asr_track(p: Pipeline, corpus: Path) -> Track:
     track = Track(prefix="", data=W / "data_asr", ckpt=W / "ckpt_asr", results=p.out,
                   splits=["test", "test_voices"], gen_args=[], metrics=["wer"], normaliser="whisper_english",
                   faithfulness_scorer="wer_max", train_overrides=["task.multitask_asr_prob=1.0"],
+                  max_update=p.budget.max_update, train_minutes=p.budget.train_minutes,
                   aggregations=["max2d", "avg2d", "maxfreq_avgtime"])
 
     def asr_manifests():
@@ -195,6 +201,7 @@ def st_track(p: Pipeline, corpus: Path) -> Track:
                   splits=["test", "test_voices"], gen_args=["--infer-tgt-lang", "it", "--prefix-size", 1],
                   metrics=["bleu", "chrf"], normaliser="none", faithfulness_scorer="bleu",
                   train_overrides=["task.multitask_asr_prob=0.5", "++criterion.ignore_prefix_size=1"],
+                  max_update=p.budget.st_max_update, train_minutes=p.budget.st_train_minutes,
                   aggregations=["max2d"],
                   extra_decodes={"asr": ["--infer-tgt-lang", "en", "--prefix-size", 1]})
     prep(p, track, corpus, ["--vocab-size", p.budget.st_vocab_size, "--lang-tags", "yes",
@@ -220,8 +227,8 @@ def train_decode_explain(p: Pipeline, t: Track) -> None:
     p.stage(f"{pre}train", lambda: p.run(f"{pre}train", fairseq(
         "hydra-train", "--config-dir", REPO / "examples" / "configs", "--config-name", "tiny_asr",
         f"task.data={t.data}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={t.ckpt}",
-        f"optimization.max_update={b.max_update}", f"dataset.max_tokens={b.max_tokens}",
-        f"optimization.stop_time_hours={b.train_minutes / 60:.4f}",
+        f"optimization.max_update={t.max_update}", f"dataset.max_tokens={b.max_tokens}",
+        f"optimization.stop_time_hours={t.train_minutes / 60:.4f}",
         f"checkpoint.save_interval_updates={b.save_interval_updates}",
         f"checkpoint.keep_interval_updates={max(b.average_last, 2)}", *t.train_overrides,
         "dataset.valid_subset=dev"), cwd=W))
@@ -336,7 +343,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on the terminal")
     parser.add_argument("--with-st", action="store_true",
                         help="also train and explain a multitask ASR + en->it ST model (results in <out>/st; "
-                        "about 20 more minutes)")
+                        "about 35 more minutes)")
     args = parser.parse_args(argv)
     work = args.work or REPO / "work" / args.out.name
     budget = QUICK if args.quick else Budget()

@@ -51,8 +51,10 @@ def _trained_updates(work: Path, ckpt: str = "ckpt_asr") -> str:
     return str(checkpoint_updates(last))
 
 
-def trends(corr_input: dict, corr_encoder: dict, corr_avg2d: Optional[dict]) -> List[str]:
-    """One line per trend of the paper: does it hold on the demo model?"""
+def trends(corr_input: dict, corr_encoder: dict, corr_avg2d: Optional[dict],
+           paper_h_x=(PAPER["sm_h_full"], PAPER["sm_x_full"])) -> List[str]:
+    """One line per trend of the paper: does it hold on the demo model?  ``paper_h_x``: the paper's
+    full-average r of CA vs SM^H and vs SM^X for the comparable model."""
     lines = []
     grid = corr_input["grid"]  # layers x heads
     single = [c["mean"] for layer in grid for c in layer if c["mean"] is not None]
@@ -68,7 +70,7 @@ def trends(corr_input: dict, corr_encoder: dict, corr_avg2d: Optional[dict]) -> 
                  f"(layer 1 {_fmt(first)}, layer {len(head_avg)} {_fmt(last)}).")
     x, h = corr_input["full_avg"]["mean"], corr_encoder["full_avg"]["mean"]
     lines.append(f"- SM^H correlates higher than SM^X: {'holds' if h > x else 'does not hold'} "
-                 f"(full average {_fmt(h)} vs {_fmt(x)}; paper {PAPER['sm_h_full']} vs {PAPER['sm_x_full']}).")
+                 f"(full average {_fmt(h)} vs {_fmt(x)}; paper {paper_h_x[0]} vs {paper_h_x[1]}).")
     if corr_avg2d is not None:
         a = corr_avg2d["full_avg"]["mean"]
         lines.append(f"- 2D max beats 2D average: {'holds' if x > a else 'does not hold'} "
@@ -80,9 +82,10 @@ def st_section(work: Path, out: Path, budget, asr_corr: Dict[str, Optional[dict]
     """The multitask ASR + en->it ST model of ``demo.py --with-st`` (results in ``out/st``)."""
     st, paper = out / "st", PAPER_SMALL_EN_IT
     parts = ["## Speech translation: a multitask ASR + en->it ST model (`--with-st`)", "",
-             f"The same `xattn_conformer_tiny` and budget, trained on the English audio with language tags "
+             f"The same `xattn_conformer_tiny`, trained on the English audio with language tags "
              f"(`<lang:en>` transcript with probability 0.5, else `<lang:it>` translation; training stopped "
-             f"after {_trained_updates(work, 'ckpt_st')} updates), decoded with `--prefix-size 1 "
+             f"after {_trained_updates(work, 'ckpt_st')} updates, limits {budget.st_max_update} updates or "
+             f"{budget.st_train_minutes:g} minutes), decoded with `--prefix-size 1 "
              "--infer-tgt-lang it` (ST) and `--infer-tgt-lang en` (ASR of the same model). The explained "
              "and deleted task is ST.", "",
              "| test set | utterances | ST BLEU | ST chrF | ASR WER (same model) |", "|---|---|---|---|---|"]
@@ -101,7 +104,8 @@ def st_section(work: Path, out: Path, budget, asr_corr: Dict[str, Optional[dict]
                   (st / "correlation_encoder.md").read_text().strip(), "",
                   f"Paper (small, en-it, layer average): SM^X {paper['sm_x_full']}, SM^H {paper['sm_h_full']} "
                   f"(en ASR of the same model: {paper['asr_sm_x_full']}, {paper['asr_sm_h_full']}).", "",
-                  "Trends on the ST model:", "", *trends(corr_x, corr_h, None)]
+                  "Trends on the ST model:", "",
+                  *trends(corr_x, corr_h, None, (paper["sm_h_full"], paper["sm_x_full"]))]
         if asr_corr.get("input_max2d"):
             a, t = asr_corr["input_max2d"]["full_avg"]["mean"], corr_x["full_avg"]["mean"]
             parts.append(f"- ST correlates lower than ASR (paper: en-it {paper['sm_x_full']} vs en "
@@ -124,7 +128,8 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with
     parts = [
         "# fairseq-xattn demo: cross-attention vs. saliency on a small model trained on synthetic speech",
         "",
-        f"Commit `{_commit(repo)}`. Everything below was produced by `make demo` (scripts/demo.py) on "
+        f"Commit `{_commit(repo)}`. Everything below was produced by `make demo{'-st' if with_st else ''}` "
+        "(scripts/demo.py) on "
         "our synthetic espeak-ng corpus: a `xattn_conformer_tiny` English ASR model trained with "
         "`ctc_multi_loss` through fairseq-hydra-train, decoded with beam 5 / no-repeat-ngram 5 while "
         "recording cross-attention, explained with `speech_explain`.",
