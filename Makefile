@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py --out results/demo
 
-# the demo plus a multitask ASR + en->it ST model (about 35 more minutes; reuses finished stages)
+# the demo plus a multitask ASR + en->it ST model (about 33 more minutes; reuses finished stages)
 demo-st: $(VENV)/.installed
 	$(PY) scripts/demo.py --out results/demo --with-st
 

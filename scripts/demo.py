@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on the terminal")
     parser.add_argument("--with-st", action="store_true",
                         help="also train and explain a multitask ASR + en->it ST model (results in <out>/st; "
-                        "about 35 more minutes)")
+                        "about 33 more minutes)")
     args = parser.parse_args(argv)
     work = args.work or REPO / "work" / args.out.name
     budget = QUICK if args.quick else Budget()

@@ -25,11 +25,11 @@ def _run(cmd, cwd=None):
     return proc
 
 
-def _generate(data: Path, checkpoint: Path, *extra) -> str:
+def _generate(data: Path, checkpoint: Path, *extra, user_dir=USER_DIR, cwd=None) -> str:
     proc = _run(fairseq_cli("generate") + [
-        data, "--user-dir", USER_DIR, "--task", "speech_to_text_ctc", "--config-yaml", "config.yaml",
+        data, "--user-dir", user_dir, "--task", "speech_to_text_ctc", "--config-yaml", "config.yaml",
         "--gen-subset", "test", "--path", checkpoint, "--beam", "2", "--max-tokens", "4000", "--cpu",
-        *extra])
+        *extra], cwd=cwd)
     return proc.stdout
 
 
@@ -43,7 +43,8 @@ def test_fairseq_train_then_generate(tiny_data, tmp_path):
         "--criterion", "ctc_multi_loss", "--optimizer", "adam", "--lr", "1e-3", "--max-update", "4",
         "--max-tokens", "4000", "--save-dir", tmp_path / "ckpt", "--no-epoch-checkpoints", "--cpu",
         "--required-batch-size-multiple", "8", "--num-workers", "0"])
-    out = _generate(tiny_data, tmp_path / "ckpt" / "checkpoint_last.pt")
+    # the README's form from the repository root: a relative --user-dir
+    out = _generate(tiny_data, tmp_path / "ckpt" / "checkpoint_last.pt", user_dir="fairseq_xattn", cwd=REPO)
     assert len(re.findall(r"^H-\d+\t", out, flags=re.M)) == 10  # every test utterance
 
 
