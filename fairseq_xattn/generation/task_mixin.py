@@ -135,7 +135,7 @@ class RecordingTaskMixin:
             )
         try:
             # open (or check) the store before decoding: a mismatched resume fails before any work
-            self._attention_writer(generator, models)
+            writer = self._attention_writer(generator, models)
             if self.recording_option("teacher_forced"):
                 hypos = self._teacher_forced_hypos(generator, models, sample)
                 source = "teacher_forced:" + str(self.recording_option("teacher_forced"))
@@ -143,7 +143,7 @@ class RecordingTaskMixin:
                 hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                                constraints=constraints)
                 source = "beam_search"
-            self._write_records(generator, models, sample, hypos, prefix_tokens, source)
+            self._write_records(writer, generator, sample, hypos, prefix_tokens, source)
         except BaseException:
             # Interrupted (Ctrl-C, an error): release the store now, not at exit, so that the rerun
             # (perhaps another process, while this interpreter lives on) can open it; its records stay.
@@ -336,8 +336,8 @@ class RecordingTaskMixin:
             writer.close()
             self._attention_store = None
 
-    def _write_records(self, generator, models, sample, hypos, prefix_tokens, source: str) -> None:
-        writer = self._attention_writer(generator, models)
+    def _write_records(self, writer: AttentionStoreWriter, generator, sample, hypos, prefix_tokens,
+                       source: str) -> None:
         tgt_dict = self.target_dictionary
         strip = getattr(generator, "symbols_to_strip_from_output", None) or {tgt_dict.eos()}
         utt_ids = self._utterance_ids(sample)
