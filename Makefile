@@ -26,6 +26,7 @@ demo-st: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench/bench_train_speed.py
+	$(PY) scripts/bench/bench_dropout.py
 	$(PY) scripts/bench/bench_recording.py
 	$(PY) scripts/bench/bench_explain.py
 

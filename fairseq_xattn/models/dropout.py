@@ -1,11 +1,12 @@
 """Dropout with a faster CPU path, for the encoder and (swapped in) fairseq's decoder.
 
 On the CPU, ``F.dropout`` draws its mask with ``bernoulli_`` and backpropagates through a float
-mask: measured here, forward + backward of a ``8 x 100 x 2048`` activation took 18.9 ms, against
-7.5 ms for a mask drawn with ``rand_like(x) >= p`` and a plain multiplication.  Dropout is ~1/5 of
-a CPU training step of the Conformer, so this matters for training on CPUs.  Elsewhere (CUDA) the
-fused ``F.dropout`` is faster and is used unchanged.  Same distribution: each element is kept with
-probability 1 - p and scaled by 1 / (1 - p); only the random stream differs from ``F.dropout``'s.
+mask; a mask drawn with ``rand_like(x) >= p`` and a plain multiplication is 1.25-1.36x faster for
+forward + backward of a ``8 x 100 x 2048`` activation on 2 threads (``scripts/bench/bench_dropout.py``).
+A Conformer training step runs dropout seven times per encoder layer, so it shows in
+``scripts/bench/bench_train_speed.py``.  Elsewhere (CUDA) the fused ``F.dropout`` is faster and is
+used unchanged.  Same distribution: each element is kept with probability 1 - p and scaled by
+1 / (1 - p); only the random stream differs from ``F.dropout``'s.
 """
 from __future__ import annotations
 
