@@ -1,31 +1,14 @@
 """fairseq-xattn: cross-attention and perturbation saliency for fairseq speech-to-text models.
 
-Importing the package (directly, or through fairseq's ``--user-dir``) applies the compatibility
-shims of :mod:`fairseq_xattn.compat` and registers every component in fairseq's registries:
-
-* tasks ``speech_to_text_ctc`` and ``speech_explain``
-* criterion ``ctc_multi_loss``
-* model ``xattn_conformer`` and its archs ``xattn_conformer_{tiny,base,small,large}``
-* the cross-attention recording generator (chosen by the tasks' ``--record-cross-attn``)
-* lr scheduler ``piecewise_warmup_inverse_sqrt`` (the large model's warm-up)
+Importing the package has no side effects of its own: the stores (:mod:`fairseq_xattn.stores`), the
+map maths (:mod:`fairseq_xattn.maps`) and the analysis import neither fairseq nor torch.  When fairseq
+is already loaded -- fairseq's ``--user-dir`` imports this package from inside fairseq -- the fairseq
+components are registered (:mod:`fairseq_xattn.plugin`); anything else that needs them imports
+``fairseq_xattn.plugin``.
 """
+import sys as _sys
+
 __version__ = "0.1.0"
 
-try:
-    import fairseq  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised by tests in a separate interpreter
-    raise ImportError(
-        "fairseq_xattn needs fairseq (the 'fairseq-fixed==0.12.3.1' distribution, installed with "
-        "--no-deps --no-build-isolation). Run scripts/install.sh, or see README.md 'Installation'. "
-        f"(import error: {e})"
-    ) from e
-
-from . import compat
-
-compat.apply()
-
-# Registration happens on import; order follows the pipeline.
-from . import models  # noqa: E402,F401
-from . import criterions  # noqa: E402,F401
-from . import tasks  # noqa: E402,F401
-from . import optim  # noqa: E402,F401
+if "fairseq" in _sys.modules:
+    from . import plugin  # noqa: F401,E402

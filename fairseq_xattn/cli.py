@@ -1,7 +1,9 @@
 """The ``xattn`` command: one subcommand per pipeline stage.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``;
-modules are imported only when their subcommand runs, so ``xattn --help`` stays fast.
+modules are imported only when their subcommand runs, so ``xattn --help`` stays fast.  A
+:class:`~fairseq_xattn.errors.UserError` raised anywhere below becomes one line
+``xattn COMMAND: error: MESSAGE`` and exit status 2; any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import argparse
 import importlib
 import sys
 from typing import List, Optional
+
+from .errors import UserError
 
 #: name -> (module, one-line help).  The order is the pipeline's.
 SUBCOMMANDS = {
@@ -59,7 +63,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"xattn {name}", description=help_text)
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except UserError as e:
+        print(f"xattn {name}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def main(args: argparse.Namespace) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     print(here)
     if args.check:
-        import fairseq_xattn  # noqa: F401  (registers)
+        import fairseq_xattn.plugin  # noqa: F401  (registers)
         from fairseq.criterions import CRITERION_REGISTRY
         from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
         from fairseq.tasks import TASK_REGISTRY

@@ -1,7 +1,7 @@
 """Render ``<out>/report.md`` from the demo's outputs: our numbers beside the paper's (base model).
 
 Every number comes from a JSON file the demo's commands wrote; the paper's figures are quoted from
-its Tables 1, 3, 4 and 5 (METHOD.md sections 5 and 6).
+its Tables 1, 3, 4 and 5 (docs/method.md sections 5 and 6).
 """
 import json
 import subprocess

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import fairseq_xattn  # noqa: F401  (applies the shims)
+import fairseq_xattn.plugin  # noqa: F401  (applies the shims)
 from fairseq.data import data_utils
 
 
@@ -62,7 +62,7 @@ def test_numpy_aliases_fairseq_still_uses():
 
 
 def test_missing_fairseq_gives_a_clear_message():
-    code = "import sys; sys.modules['fairseq'] = None\nimport fairseq_xattn"
+    code = "import sys; sys.modules['fairseq'] = None\nimport fairseq_xattn.plugin"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "fairseq-fixed==0.12.3.1" in proc.stderr and "scripts/install.sh" in proc.stderr

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 
-import fairseq_xattn
+import fairseq_xattn.plugin
 from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_DATACLASS_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY

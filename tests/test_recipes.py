@@ -17,7 +17,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import fairseq_xattn  # noqa: F401  (registers our components)
+import fairseq_xattn.plugin  # noqa: F401  (registers our components)
 from fairseq.dataclass.initialize import add_defaults, hydra_init
 from fairseq.dataclass.utils import omegaconf_no_object_check
 from fairseq.models import build_model
@@ -72,7 +72,7 @@ def test_stage_two_recipes_differ_from_stage_one_only_where_the_paper_says():
     assert load_recipe("large_asr_pretrain").lr_scheduler._name == "piecewise_warmup_inverse_sqrt"
 
 
-# --- the paper's hyper-parameters (METHOD.md section 7, paper Appendix B) ------------------------
+# --- the paper's hyper-parameters (docs/method.md section 7, paper Appendix B) ------------------------
 EXAMPLES = CONFIGS.parent
 USER_DIR = EXAMPLES.parent / "fairseq_xattn"
 PAPER_RECIPES = ["base_asr_en", "small_asr_pretrain", "small_asr_st", "large_asr_pretrain", "large_asr_st"]
@@ -83,7 +83,7 @@ READMES = {
     "multilingual_small": ["small_asr_pretrain", "small_asr_st"],
     "multilingual_large": ["large_asr_pretrain", "large_asr_st"],
 }
-#: rows every README table must have (the hyper-parameters of METHOD.md section 7)
+#: rows every README table must have (the hyper-parameters of docs/method.md section 7)
 REQUIRED_TABLE_KEYS = {
     "model.encoder_layers", "model.decoder_layers", "model.encoder_attention_heads", "model.encoder_embed_dim",
     "model.encoder_ffn_embed_dim", "model.ctc_src_layer", "model.dropout", "criterion.ce_weight",

@@ -8,7 +8,7 @@ For every utterance (joined by id, hypothesis rank 0):
    (default ``max2d``, windows of s frames lined up with the encoder's subsampling);
 3. attention: average the selected (layer, head) matrices ``L x H x I x T'`` -> ``I x T'``, then
    normalise frame-wise (mean-variance, population std, std 0 counts as 1);
-4. ``scipy.stats.pearsonr(vec(CA), vec(SM))``.
+4. Pearson r of the flattened maps (:func:`fairseq_xattn.maps.correlation.pearson`).
 
 Views (1-based layers and heads in every output): every single head, the head average of each
 layer (paper "h-AVG" row), the layer average of each head ("l-AVG" column), the full average, and
@@ -19,22 +19,20 @@ the mean and counted in ``n_undefined``.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
-from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreError, StoreReader, natural_key
-from .aggregation import aggregate
-from .normalisers import normalise, resolve_chain
-from .rows import record_content_rows
+from ..errors import UserError
+from ..maps.correlation import pearson
+from ..maps.heads import Pair, expand_pairs, subset_average
+from ..maps.normalisers import normalise, resolve_chain
+from ..stores import (KIND_CROSS_ATTENTION, KIND_SALIENCY, SALIENCY_GRIDS, check_same_provenance, natural_key,
+                      open_store, read_view)
 
-Pair = Tuple[int, int]  # (layer, head), 1-based
 
-
-class CorrelationError(ValueError):
+class CorrelationError(UserError, ValueError):
     """The attention and saliency stores cannot be joined."""
 
 
@@ -50,54 +48,8 @@ class CorrelationConfig:
     subsets: Mapping[str, Sequence[Pair]] = field(default_factory=dict)
     #: True: correlate only ids present in both stores; False: a missing id is an error
     intersect: bool = False
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of the flattened maps; NaN when either is constant."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.pearsonr(a, b)[0])
-
-
-def parse_pairs(text: str) -> List[Pair]:
-    """``"5:1,6:3"`` -> ``[(5, 1), (6, 3)]``; ``"6:*"`` -> every head of layer 6 is expanded later."""
-    pairs = []
-    for item in text.replace(" ", "").split(","):
-        if not item:
-            continue
-        try:
-            layer, head = item.split(":")
-            pairs.append((int(layer), -1 if head == "*" else int(head)))
-        except ValueError:
-            raise ValueError(f"bad (layer, head) pair {item!r} in {text!r}; write LAYER:HEAD, e.g. 6:3 or 6:*") from None
-    if not pairs:
-        raise ValueError(f"empty subset {text!r}")
-    return pairs
-
-
-def _expand_pairs(pairs: Sequence[Pair], n_layers: int, n_heads: int, name: str) -> List[Pair]:
-    out: List[Pair] = []
-    for layer, head in pairs:
-        heads = range(1, n_heads + 1) if head == -1 else [head]
-        for h in heads:
-            if not (1 <= layer <= n_layers and 1 <= h <= n_heads):
-                raise ValueError(
-                    f"subset {name!r}: pair ({layer}, {h}) is outside the stored {n_layers} layers x "
-                    f"{n_heads} heads (1-based)"
-                )
-            out.append((layer, h))
-    return sorted(set(out))
-
-
-def subset_average(attention: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
-    """Mean of the selected matrices: ``L x H x I x T'`` and 1-based pairs -> ``I x T'``."""
-    idx_l = np.array([p[0] - 1 for p in pairs])
-    idx_h = np.array([p[1] - 1 for p in pairs])
-    return np.asarray(attention, dtype=np.float64)[idx_l, idx_h].mean(axis=0)
+    #: True: the saliency store may come from another model than the attention store (a warning)
+    allow_other_model: bool = False
 
 
 @dataclass
@@ -115,13 +67,10 @@ class StorePairing:
 
     def __init__(self, attention_store: str, saliency_store: str, cfg: CorrelationConfig):
         self.cfg = cfg
-        self.attn = StoreReader(attention_store, expect_kind=KIND_CROSS_ATTENTION)
-        self.sal = StoreReader(saliency_store, expect_kind=KIND_SALIENCY)
-        self.sal_target = self.sal.meta.get("target")
-        if self.sal_target not in ("input", "encoder"):
-            raise StoreError(
-                f"{self.sal.path}: store meta 'target' must be 'input' or 'encoder', found {self.sal_target!r}"
-            )
+        self.attn = open_store(attention_store, KIND_CROSS_ATTENTION, flag="--attention")
+        self.sal = open_store(saliency_store, KIND_SALIENCY, flag="--saliency")
+        self.sal_target = self.sal.meta["target"]
+        self.warnings = check_same_provenance([self.attn, self.sal], cfg.allow_other_model)
         resolve_chain(list(cfg.saliency_norm))
         resolve_chain(list(cfg.attention_norm))
         self.ids = self._join_ids()
@@ -145,54 +94,32 @@ class StorePairing:
             raise CorrelationError(f"{self.attn.path} and {self.sal.path} have no utterance id in common")
         return sorted(ids, key=natural_key)
 
-    def subsampling(self, meta: Mapping) -> int:
-        if self.cfg.subsampling is not None:
-            return int(self.cfg.subsampling)
-        return int(meta.get("subsampling", 4) or 4)
-
     def get(self, utt_id: str) -> UtterancePair:
-        a_rec = self.attn.get(utt_id)
-        s_rec = self.sal.get(utt_id)
+        cfg = self.cfg
+        att = read_view(self.attn, utt_id, drop_eos=cfg.drop_eos, subsampling=cfg.subsampling)
+        sal = read_view(self.sal, utt_id, drop_eos=cfg.drop_eos, subsampling=cfg.subsampling,
+                        normalisation=list(cfg.saliency_norm), pool=cfg.aggregation)
         where = f"utterance {utt_id!r}"
-        att = np.asarray(a_rec["attention"], dtype=np.float64)
-        sal = np.asarray(s_rec["saliency"], dtype=np.float64)
-        if att.ndim != 4:
-            raise CorrelationError(f"{where}: attention must be L x H x I x T', got shape {att.shape} in {self.attn.path}")
-        a_tok, s_tok = list(a_rec.meta.get("tokens", [])), list(s_rec.meta.get("tokens", []))
+        a_tok, s_tok = list(att.meta.get("tokens", [])), list(sal.meta.get("tokens", []))
         if a_tok != s_tok:
             raise CorrelationError(
                 f"{where}: the stores hold different token sequences (attention {a_tok} in {self.attn.path}, "
                 f"saliency {s_tok} in {self.sal.path}); explain the same hypotheses that were recorded"
             )
-        a_pre, s_pre = int(a_rec.meta.get("prefix_len", 0) or 0), int(s_rec.meta.get("prefix_len", 0) or 0)
+        a_pre, s_pre = int(att.meta.get("prefix_len", 0) or 0), int(sal.meta.get("prefix_len", 0) or 0)
         if a_pre != s_pre:
             raise CorrelationError(f"{where}: prefix_len differs (attention {a_pre}, saliency {s_pre})")
-        if sal.shape[0] != att.shape[2]:
+        if sal.values.shape[0] != att.values.shape[2]:
+            raise CorrelationError(f"{where}: attention has {att.values.shape[2]} content token rows, "
+                                   f"saliency {sal.values.shape[0]}")
+        if sal.values.shape[-1] != att.values.shape[-1]:
+            detail = (f" (input saliency of {sal.n_frames} frames pooled by {sal.subsampling})"
+                      if SALIENCY_GRIDS[self.sal_target].pooled else "")
             raise CorrelationError(
-                f"{where}: attention has {att.shape[2]} token rows, saliency {sal.shape[0]}"
+                f"{where}: different T': attention has {att.values.shape[-1]} encoder frames, saliency "
+                f"{sal.values.shape[-1]}{detail}"
             )
-        expected_sal_ndim = 3 if self.sal_target == "input" else 2
-        if sal.ndim != expected_sal_ndim:
-            raise CorrelationError(
-                f"{where}: saliency of target {self.sal_target!r} must have {expected_sal_ndim} axes, got shape "
-                f"{sal.shape} in {self.sal.path}"
-            )
-        a_rows = record_content_rows(a_rec.meta, att.shape[2], self.cfg.drop_eos, f"{where} in {self.attn.path}")
-        s_rows = record_content_rows(s_rec.meta, sal.shape[0], self.cfg.drop_eos, f"{where} in {self.sal.path}")
-        att = att[:, :, a_rows]
-        sal = normalise(sal[s_rows], list(self.cfg.saliency_norm))
-        if self.sal_target == "input":
-            s = self.subsampling(s_rec.meta)
-            sal = aggregate(sal, self.cfg.aggregation, s)
-        if sal.shape[-1] != att.shape[-1]:
-            detail = (f" (input saliency of {np.shape(s_rec['saliency'])[1]} frames pooled by "
-                      f"{self.subsampling(s_rec.meta)})" if self.sal_target == "input" else "")
-            raise CorrelationError(
-                f"{where}: different T': attention has {att.shape[-1]} encoder frames, saliency "
-                f"{sal.shape[-1]}{detail}"
-            )
-        strings = a_rec.meta.get("token_strings") or [str(t) for t in a_tok]
-        return UtterancePair(utt_id, att, sal, list(strings)[a_rows])
+        return UtterancePair(utt_id, att.values, sal.values, att.tokens)
 
     def __iter__(self) -> Iterable[UtterancePair]:
         for utt_id in self.ids:
@@ -271,7 +198,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         if shape is None:
             shape = (L, H)
             for name, pairs in cfg.subsets.items():
-                subset_pairs[name] = _expand_pairs(pairs, L, H, name)
+                subset_pairs[name] = expand_pairs(pairs, L, H, f"subset {name!r}")
         elif shape != (L, H):
             raise CorrelationError(f"utterance {up.utt_id!r}: attention has {L} layers x {H} heads, "
                                    f"earlier utterances {shape[0]} x {shape[1]}")
@@ -287,7 +214,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         for name, pairs in subset_pairs.items():
             subsets[name].append(r_of(subset_average(up.attention, pairs)))
     config = {
-        "aggregation": cfg.aggregation if pairing.sal_target == "input" else None,  # SM^H is not pooled
+        "aggregation": cfg.aggregation if SALIENCY_GRIDS[pairing.sal_target].pooled else None,  # SM^H is not
         "saliency_norm": resolve_chain(list(cfg.saliency_norm)),
         "attention_norm": resolve_chain(list(cfg.attention_norm)),
         "drop_eos": cfg.drop_eos,

@@ -11,14 +11,13 @@ import csv
 import json
 import sys
 
-from .aggregation import AGGREGATORS
-from ..stores import StoreError
+from ..maps.heads import parse_pairs
+from ..maps.pooling import AGGREGATORS
 from .correlate import (
     CorrelationConfig, CorrelationError, StorePairing, correlate, csv_rows, markdown_grid, markdown_layers,
-    markdown_subsets, parse_pairs,
+    markdown_subsets,
 )
-from .normalisers import CHAINS, NORMALISERS
-from .rows import RowError
+from ..maps.normalisers import CHAINS, NORMALISERS
 
 
 def add_arguments(parser) -> None:
@@ -44,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--spread", action="store_true", help="print mean ± std in the Markdown tables")
     parser.add_argument("--intersect", action="store_true",
                         help="use only the ids present in both stores (default: a missing id is an error)")
+    parser.add_argument("--allow-other-model", action="store_true",
+                        help="allow a saliency store made with another model than the attention store (the "
+                             "stores record their model's hash; by default a difference is an error)")
     parser.add_argument("--csv", default=None, help="write the long-format table (view, layer, head, mean, std, n)")
     parser.add_argument("--json", default=None, help="write every cell with mean, std, n and the settings")
     parser.add_argument("--per-utterance", default=None,
@@ -58,11 +60,11 @@ def _parse_subsets(items):
         else:
             name, spec = item, item
         if name in subsets:
-            raise SystemExit(f"xattn correlate: --subset name {name!r} given twice")
+            raise CorrelationError(f"--subset name {name!r} given twice")
         try:
             subsets[name] = parse_pairs(spec)
         except ValueError as e:
-            raise SystemExit(f"xattn correlate: --subset {item!r}: {e}")
+            raise CorrelationError(f"--subset {item!r}: {e}") from None
     return subsets
 
 
@@ -77,14 +79,6 @@ def saliency_label(target: str, aggregation: str) -> str:
 
 
 def main(args) -> int:
-    try:
-        return _run(args)
-    except (CorrelationError, StoreError, RowError, ValueError, KeyError) as e:
-        sys.stderr.write(f"xattn correlate: error: {e}\n")
-        return 2
-
-
-def _run(args) -> int:
     cfg = CorrelationConfig(
         aggregation=args.aggregation,
         saliency_norm=tuple(args.saliency_norm),
@@ -93,8 +87,12 @@ def _run(args) -> int:
         subsampling=args.subsampling,
         subsets=_parse_subsets(args.subset),
         intersect=args.intersect,
+        allow_other_model=args.allow_other_model,
     )
-    result = correlate(StorePairing(args.attention, args.saliency, cfg))
+    pairing = StorePairing(args.attention, args.saliency, cfg)
+    for warning in pairing.warnings:
+        sys.stderr.write(f"xattn correlate: warning: {warning}\n")
+    result = correlate(pairing)
     summary = result.summary()
     out = sys.stdout
     out.write(f"Pearson r, CA vs {saliency_label(summary['config']['saliency_target'], args.aggregation)}, "

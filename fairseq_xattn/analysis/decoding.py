@@ -12,6 +12,8 @@ fairseq's own, as in ``fairseq_cli/generate.py``:
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,12 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..errors import UserError
+
+
+
+class DecodingError(UserError, ValueError):
+    """The checkpoint, data or options of a decoding session do not fit together."""
 
 @dataclass
 class DecodingConfig:
@@ -50,7 +58,7 @@ class FairseqDecodingSession:
     def __init__(self, checkpoint: str, data: str, split: str, cfg: DecodingConfig = DecodingConfig(),
                  config_yaml: Optional[str] = None, user_dir: Optional[str] = None,
                  infer_tgt_lang: Optional[str] = None):
-        import fairseq_xattn  # noqa: F401  (registers the plugin's tasks and models, applies shims)
+        import fairseq_xattn.plugin  # noqa: F401  (registers the plugin's tasks and models, applies shims)
         from fairseq import checkpoint_utils, utils
         from fairseq.dataclass.configs import GenerationConfig
         from omegaconf import OmegaConf
@@ -60,13 +68,22 @@ class FairseqDecodingSession:
         if user_dir:
             utils.import_user_module(Namespace(user_dir=user_dir))
         if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+            raise DecodingError(f"--checkpoint {checkpoint}: no such file")
         overrides: Dict[str, object] = {"data": str(data)}
         if config_yaml:
             overrides["config_yaml"] = config_yaml
         if infer_tgt_lang:  # a multilingual model: the transcript (source language) or the translation
             overrides["infer_tgt_lang"] = infer_tgt_lang
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+        try:
+            models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+        except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise DecodingError(f"--checkpoint {checkpoint}: not a readable fairseq checkpoint (truncated or another "
+                                f"kind of file: {type(e).__name__}: {e})") from None
+        except RuntimeError as e:
+            if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
+                raise
+            raise DecodingError(f"--checkpoint {checkpoint}: not a readable fairseq checkpoint (truncated or another "
+                                f"kind of file: {e})") from None
         self.cfg = cfg
         self.device = torch.device("cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu")
         self.model = models[0].to(self.device).eval()
@@ -76,7 +93,7 @@ class FairseqDecodingSession:
         self.dataset = task.dataset(split)
         if infer_tgt_lang and getattr(self.dataset, "infer_tgt_lang", None) != infer_tgt_lang:
             # fairseq drops an override the task does not declare: say so instead of scoring the wrong target
-            raise ValueError(f"--infer-tgt-lang {infer_tgt_lang}: the checkpoint's task "
+            raise DecodingError(f"--infer-tgt-lang {infer_tgt_lang}: the checkpoint's task "
                              f"({type(task).__name__}, dataset {type(self.dataset).__name__}) does not take it; "
                              "it needs the speech_to_text_ctc task")
         ids = getattr(self.dataset, "ids", None)
@@ -106,7 +123,7 @@ class FairseqDecodingSession:
         length = int(sample["net_input"]["src_lengths"][0])
         feats = sample["net_input"]["src_tokens"][0, :length]
         if sample.get("target") is None:
-            raise ValueError(f"split {self.split!r} has no target text: references are needed for the scores")
+            raise DecodingError(f"split {self.split!r} has no target text: references are needed for the scores")
         target = sample["target"][0]
         target = target[target.ne(self.tgt_dict.pad())]
         reference = self.to_text(target, escape_unk=True)

@@ -33,11 +33,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreError, StoreReader
-from .aggregation import aggregate, encoder_length, upsample_nearest
-from .correlate import Pair, _expand_pairs, subset_average
-from .normalisers import normalise
-from .rows import drop_rows
+from ..errors import UserError
+from ..geometry import encoder_length, record_subsampling
+from ..maps.heads import Pair
+from ..maps.normalisers import normalise
+from ..maps.pooling import upsample_nearest
+from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreError, natural_key, open_store, read_view
 
 INPUT_CELLS, INPUT_FRAMES, ENCODER_FRAMES = "input_cells", "input_frames", "encoder_frames"
 
@@ -53,7 +54,7 @@ SPACE_ALIASES = {"input": None, "cells": INPUT_CELLS, "frames": INPUT_FRAMES, "e
                  INPUT_CELLS: INPUT_CELLS, INPUT_FRAMES: INPUT_FRAMES, ENCODER_FRAMES: ENCODER_FRAMES}
 
 
-class ExplanationError(ValueError):
+class ExplanationError(UserError, ValueError):
     """An explanation store does not fit the requested kind, or an utterance does not fit the data."""
 
 
@@ -74,10 +75,10 @@ class StoreExplanation:
         if kind not in KINDS:
             raise ExplanationError(f"unknown explanation kind {kind!r}; choose from {sorted(KINDS)}")
         store_kind, target, spaces, default_space = KINDS[kind]
-        self.reader = StoreReader(store, expect_kind=store_kind)
-        if target is not None and self.reader.meta.get("target") != target:
-            raise ExplanationError(f"{store}: kind {kind!r} needs a saliency store of target {target!r}, "
-                                   f"this one has target {self.reader.meta.get('target')!r}")
+        try:
+            self.reader = open_store(store, store_kind, target)
+        except StoreError as e:
+            raise ExplanationError(f"explanation {kind!r}: {e}") from None
         space = SPACE_ALIASES.get(space, space) if space else default_space
         if space is None:  # 'input' means the finest input space the kind supports
             space = spaces[0] if spaces[0] != ENCODER_FRAMES else INPUT_FRAMES
@@ -96,26 +97,16 @@ class StoreExplanation:
         return self.reader.ids()
 
     def _s(self, meta) -> int:
-        return int(self.subsampling or meta.get("subsampling", 4) or 4)
+        return record_subsampling(meta, self.subsampling, f"{self.store}")
 
     def token_maps(self, utt_id: str) -> np.ndarray:
         """Per-token maps of the content rows, normalised (``I x T x F`` or ``I x T'``)."""
-        rec = self.reader.get(utt_id)
-        where = f"utterance {utt_id!r} in {self.store}"
-        if self.kind == "attention":
-            att = np.asarray(rec["attention"], dtype=np.float64)
-            if att.ndim != 4:
-                raise ExplanationError(f"{where}: attention must be L x H x I x T', got {att.shape}")
-            L, H = att.shape[:2]
-            pairs = _expand_pairs(self.pairs, L, H, "attention") if self.pairs else \
-                [(l + 1, h + 1) for l in range(L) for h in range(H)]
-            ca = drop_rows(subset_average(att, pairs), rec.meta, self.drop_eos, where)
-            return ca
-        sal = drop_rows(np.asarray(rec["saliency"], dtype=np.float64), rec.meta, self.drop_eos, where)
-        sal = normalise(sal, self.saliency_norm)
-        if self.kind == "saliency_input_aggregated":
-            sal = aggregate(sal, self.aggregation, self._s(rec.meta))
-        return sal
+        if self.kind == "attention":  # the selected heads averaged; normalised only for the size metric
+            return read_view(self.reader, utt_id, drop_eos=self.drop_eos, subsampling=self.subsampling,
+                             pairs=self.pairs or "all").values
+        pool = self.aggregation if self.kind == "saliency_input_aggregated" else None
+        return read_view(self.reader, utt_id, drop_eos=self.drop_eos, subsampling=self.subsampling,
+                         normalisation=self.saliency_norm, pool=pool).values
 
     def size_maps(self, utt_id: str) -> np.ndarray:
         """Maps for the size metric: per-token maps normalised with the saliency chain."""
@@ -151,7 +142,7 @@ class RandomExplanation:
 
     kind = "random"
 
-    def __init__(self, space: str, seed: int = 1, n_freq: Optional[int] = None):
+    def __init__(self, space: str, seed: int = 1):
         self.space = space
         self.seed = seed
         self.label = f"random ({space.replace('_', ' ')})"
@@ -170,8 +161,6 @@ class RandomExplanation:
 
 def check_same_ids(sources: Sequence[StoreExplanation]) -> List[str]:
     """The common utterance ids of the explanation stores; a difference is an error naming ids."""
-    from ..stores import natural_key
-
     if not sources:
         raise ExplanationError("no explanation store given")
     base = sources[0]

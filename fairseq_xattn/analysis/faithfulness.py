@@ -1,4 +1,4 @@
-"""Deletion / insertion curves, their AUC, and the size metric of explanations (METHOD.md section 6).
+"""Deletion / insertion curves, their AUC, and the size metric of explanations (docs/method.md section 6).
 
 Deletion: rank the units of an utterance (cells, input frames or encoder frames; see
 :mod:`.explanations`) by relevance; for k = 0, 5, ..., 100 zero the top ``floor(N * k / 100)``

@@ -20,13 +20,12 @@ import functools
 import json
 import sys
 
-from ..stores import StoreError
-from .aggregation import AGGREGATORS
-from .correlate import parse_pairs
+from ..maps.pooling import AGGREGATORS
+from ..maps.heads import parse_pairs
 from .decoding import DecodingConfig, FairseqDecodingSession
 from .explanations import KINDS, ExplanationError, RandomExplanation, StoreExplanation, check_same_ids
 from .faithfulness import MODES, run_faithfulness
-from .metrics import MetricError, TEXT_NORMALISERS, score
+from .metrics import TEXT_NORMALISERS, score
 
 
 def add_arguments(parser) -> None:
@@ -88,18 +87,13 @@ def parse_explanation(text: str):
 
 
 def main(args) -> int:
-    try:
-        return _run(args)
-    except (ExplanationError, StoreError, MetricError, ValueError, KeyError, FileNotFoundError) as e:
-        sys.stderr.write(f"xattn faithfulness: error: {e}\n")
-        return 2
-
-
-def _run(args) -> int:
     import torch
 
     torch.set_num_threads(1)  # shared CPUs; beam search on small batches gains little from threads
-    pairs = parse_pairs(args.attention_pairs) if args.attention_pairs else None
+    try:
+        pairs = parse_pairs(args.attention_pairs) if args.attention_pairs else None
+    except ValueError as e:
+        raise ExplanationError(f"--attention-pairs: {e}") from None
     sources = []
     for item in args.explanation:
         label, kind, store, space = parse_explanation(item)

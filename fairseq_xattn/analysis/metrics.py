@@ -4,7 +4,7 @@ Scorers (registry :data:`SCORERS`, corpus level; all on a 0..100 scale except CO
 
 * ``wer``      jiwer word error rate in percent, after a text normaliser (default: the Whisper
                English normaliser of the ``whisper-normalizer`` package, as in the paper, App. C);
-* ``wer_max``  ``min(100, wer)``: the deletion scorer of SPES (METHOD.md section 6);
+* ``wer_max``  ``min(100, wer)``: the deletion scorer of SPES (docs/method.md section 6);
 * ``bleu``     sacrebleu corpus BLEU (its default 13a tokenisation, no normaliser);
 * ``chrf``     sacrebleu corpus chrF;
 * ``comet``    unbabel-comet with a LOCAL model checkpoint (paper: Unbabel/wmt22-comet-da), the system
@@ -28,10 +28,12 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..errors import UserError
+
 Normaliser = Callable[[str], str]
 
 
-class MetricError(ValueError):
+class MetricError(UserError, ValueError):
     """A metric cannot be computed (bad input, missing optional package or model)."""
 
 

@@ -9,15 +9,14 @@ Subcommands::
 """
 from __future__ import annotations
 
-import json
 import sys
 
-from ..stores import StoreError
-from .aggregation import AGGREGATORS
+from ..files import read_json
+from ..maps.heads import ALL_HEADS
+from ..maps.pooling import AGGREGATORS
 from .plots import (
     PlotError, curves_figure, grid_figure, load_utterance_maps, save, token_spectrogram_figure, utterance_figure,
 )
-from .rows import RowError
 
 
 def add_arguments(parser) -> None:
@@ -49,19 +48,19 @@ def add_arguments(parser) -> None:
 def _pairs(layer: str, head: str):
     if layer == "avg" and head == "avg":
         return None
-    layers = None if layer == "avg" else [int(x) for x in layer.split(",")]
-    heads = -1 if head == "avg" else int(head)
+    try:
+        layers = None if layer == "avg" else [int(x) for x in layer.split(",")]
+        heads = ALL_HEADS if head == "avg" else int(head)
+    except ValueError:
+        raise PlotError(f"--layer {layer!r} / --head {head!r}: give 1-based numbers (layers comma-separated) "
+                        "or avg") from None
     if layers is None:
         raise PlotError("--head needs --layer (a single head of every layer is not an explanation view)")
     return [(l, heads) for l in layers]
 
 
 def main(args) -> int:
-    try:
-        written = _run(args)
-    except (PlotError, StoreError, RowError, ValueError, OSError) as e:
-        sys.stderr.write(f"xattn plot: error: {e}\n")
-        return 2
+    written = _run(args)
     for path in written:
         sys.stdout.write(f"{path}\n")
     return 0
@@ -84,8 +83,8 @@ def _run(args):
         if maps.sm_x is not None:
             written += save(token_spectrogram_figure(maps, args.max_tokens), f"{args.out}_tokens", args.formats)
         return written
-    with open(args.json) as f:
-        data = json.load(f)
     if args.figure == "grid":
+        data = read_json(args.json, "--json", ["grid", "head_avg", "full_avg"], "xattn correlate --json")
         return save(grid_figure(data, args.title), args.out, args.formats)
+    data = read_json(args.json, "--json", ["rows", "percents"], "xattn faithfulness --json")
     return save(curves_figure(data, args.mode), args.out, args.formats)

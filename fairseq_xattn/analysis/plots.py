@@ -18,16 +18,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreReader
-from .aggregation import aggregate
-from .correlate import Pair, _expand_pairs, subset_average
-from .normalisers import normalise
-from .rows import drop_rows
-
-FRAME_SHIFT_S = 0.01  # 10 ms input frames
+from ..errors import UserError
+from ..geometry import FRAME_SHIFT_SECONDS
+from ..maps.heads import Pair, selection_label
+from ..maps.pooling import aggregate
+from ..stores import KIND_CROSS_ATTENTION, KIND_SALIENCY, StoreError, open_store, read_view
 
 
-class PlotError(ValueError):
+class PlotError(UserError, ValueError):
     """The stores given for a figure do not fit together."""
 
 
@@ -59,77 +57,54 @@ def _title_lines(text: str, width: int = 120, max_lines: int = 2) -> str:
         lines[-1] = lines[-1][: width - 3] + "..."
     return "\n".join(lines)
 
-def _tokens(meta) -> List[str]:
-    return [str(t) for t in (meta.get("token_strings") or meta.get("tokens") or [])]
-
-
 def load_utterance_maps(utt_id: str, attention: Optional[str] = None, saliency_input: Optional[str] = None,
                         saliency_encoder: Optional[str] = None, pairs: Optional[Sequence[Pair]] = None,
                         saliency_norm: Sequence[str] = ("spes",), attention_norm: Sequence[str] = ("none",),
                         aggregation: str = "max2d", drop_eos: bool = True) -> UtteranceMaps:
     """Read one utterance from any of the three stores, with the rows and normalisation of the analysis."""
     found = {}
-    for name, path, kind in (("attention", attention, KIND_CROSS_ATTENTION),
-                             ("saliency_input", saliency_input, KIND_SALIENCY),
-                             ("saliency_encoder", saliency_encoder, KIND_SALIENCY)):
+    for name, path, kind, target in (("attention", attention, KIND_CROSS_ATTENTION, None),
+                                     ("saliency_input", saliency_input, KIND_SALIENCY, "input"),
+                                     ("saliency_encoder", saliency_encoder, KIND_SALIENCY, "encoder")):
         if path is None:
             continue
-        reader = StoreReader(path, expect_kind=kind)
-        if kind == KIND_SALIENCY:
-            want = "input" if name == "saliency_input" else "encoder"
-            if reader.meta.get("target") != want:
-                raise PlotError(f"{path}: --{name.replace('_', '-')} needs a saliency store of target {want!r}, "
-                                f"found {reader.meta.get('target')!r}")
+        try:
+            reader = open_store(path, kind, target, flag=f"--{name.replace('_', '-')}")
+        except StoreError as e:
+            raise PlotError(str(e)) from None
         if utt_id not in reader:
             raise PlotError(f"utterance {utt_id!r} is not in {path}")
-        found[name] = (path, reader.get(utt_id))
+        options = dict(drop_eos=drop_eos)
+        if kind == KIND_SALIENCY:
+            options.update(normalisation=list(saliency_norm))
+        else:
+            options.update(pairs=pairs or "all", normalisation=list(attention_norm))
+        found[name] = (path, read_view(reader, utt_id, **options))
     if not found:
         raise PlotError("give at least one store (--attention, --saliency-input, --saliency-encoder)")
     first_path, first = next(iter(found.values()))
-    ref_tokens = list(first.meta.get("tokens", []))
-    for path, rec in found.values():
-        if list(rec.meta.get("tokens", [])) != ref_tokens:
+    for path, view in found.values():
+        if view.meta.get("tokens") != first.meta.get("tokens"):
             raise PlotError(f"utterance {utt_id!r}: {path} and {first_path} hold different token sequences")
-    s = int(first.meta.get("subsampling", 4) or 4)
-    where = f"utterance {utt_id!r}"
-    tokens = list(drop_rows(np.array(_tokens(first.meta), dtype=object)[:, None], first.meta, drop_eos, where)[:, 0])
-    maps = UtteranceMaps(utt_id, tokens, s, text=str(first.meta.get("text", "")))
+    maps = UtteranceMaps(utt_id, first.tokens, first.subsampling, text=str(first.meta.get("text", "")))
     if "saliency_input" in found:
-        path, rec = found["saliency_input"]
-        sx = normalise(drop_rows(rec["saliency"], rec.meta, drop_eos, f"{where} in {path}"), saliency_norm)
+        sx = found["saliency_input"][1].values
         maps.sm_x = sx
         maps.n_frames = sx.shape[1]
-        maps.sm_x_pooled = aggregate(sx, aggregation, s)
+        maps.sm_x_pooled = aggregate(sx, aggregation, first.subsampling)
     if "saliency_encoder" in found:
-        path, rec = found["saliency_encoder"]
-        maps.sm_h = normalise(drop_rows(rec["saliency"], rec.meta, drop_eos, f"{where} in {path}"), saliency_norm)
+        maps.sm_h = found["saliency_encoder"][1].values
     if "attention" in found:
-        path, rec = found["attention"]
-        att = np.asarray(rec["attention"], dtype=np.float64)
-        L, H = att.shape[:2]
-        chosen = _expand_pairs(pairs, L, H, "--layer/--head") if pairs else \
-            [(l + 1, h + 1) for l in range(L) for h in range(H)]
-        maps.ca = normalise(drop_rows(subset_average(att, chosen), rec.meta, drop_eos, f"{where} in {path}"),
-                            attention_norm)
-        maps.ca_label = _pairs_label(chosen, L, H)
-        maps.n_frames = maps.n_frames or rec.meta.get("n_frames")
-        maps.text = str(rec.meta.get("text", maps.text))
+        view = found["attention"][1]
+        maps.ca = view.values
+        maps.ca_label = f"CA ({selection_label(view.pairs, view.n_layers, view.n_heads)})"
+        maps.n_frames = maps.n_frames or view.n_frames
+        maps.text = str(view.meta.get("text", maps.text))
     widths = {k: v.shape[-1] for k, v in (("SM^X pooled", maps.sm_x_pooled), ("SM^H", maps.sm_h), ("CA", maps.ca))
               if v is not None}
     if len(set(widths.values())) > 1:
         raise PlotError(f"utterance {utt_id!r}: different T' across stores: {widths}")
     return maps
-
-
-def _pairs_label(pairs: Sequence[Pair], L: int, H: int) -> str:
-    if len(pairs) == L * H:
-        return "CA (average of all layers and heads)"
-    layers = sorted({p[0] for p in pairs})
-    if len(pairs) == len(layers) * H and all((l, h) in pairs for l in layers for h in range(1, H + 1)):
-        return f"CA (layer {','.join(map(str, layers))}, head average)"
-    if len(pairs) == 1:
-        return f"CA (layer {pairs[0][0]}, head {pairs[0][1]})"
-    return "CA (" + " ".join(f"{l}:{h}" for l, h in pairs) + ")"
 
 
 def _figure(width: float, height: float):
@@ -145,7 +120,7 @@ def utterance_figure(maps: UtteranceMaps, cmap: str = "viridis"):
     if not panels:
         raise PlotError("nothing to draw")
     n_tok, t_enc = panels[0][1].shape
-    step = maps.subsampling * FRAME_SHIFT_S
+    step = maps.subsampling * FRAME_SHIFT_SECONDS
     width = min(22.0, 1.6 + len(panels) * max(3.2, 0.09 * t_enc))
     height = min(14.0, 1.6 + 0.32 * n_tok)
     fig = _figure(width, height)
@@ -188,7 +163,7 @@ def token_spectrogram_figure(maps: UtteranceMaps, max_tokens: int = 12, cmap: st
             continue
         title, m = panels[k]
         im = ax.imshow(m.T, origin="lower", aspect="auto", interpolation="nearest", cmap=cmap,
-                       extent=(0, T * FRAME_SHIFT_S, 0, F), vmin=0, vmax=1)
+                       extent=(0, T * FRAME_SHIFT_SECONDS, 0, F), vmin=0, vmax=1)
         ax.set_title(title, fontsize=11, fontweight="bold" if k == len(panels) - 1 else "normal")
         if k % cols == 0:
             ax.set_ylabel("mel bin", fontsize=10)

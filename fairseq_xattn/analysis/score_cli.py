@@ -76,23 +76,50 @@ def read_lines(path: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
+#: fairseq-generate prints a sample's lines together: S- and T- once, then H-/D-/P-[/A-] per hypothesis
+#: (several with --nbest); any other "<letter>-<i>" tag belongs to the same sample block.
+_ONCE_PER_SAMPLE = ("S", "T")
+_CONCATENATED = "several fairseq-generate outputs concatenated? Score each run's output on its own"
+
+
 def read_generate_output(path: str) -> Scored:
-    """Hypotheses (``D-``) and references (``T-``) of a fairseq-generate log, ordered by sample index."""
+    """Hypotheses (``D-``) and references (``T-``) of a fairseq-generate log, ordered by sample index.
+
+    With ``--nbest`` a sample has several ``D-`` lines, one after the other in its block: the first
+    (best) is kept.  A sample index that comes back after other samples' lines (a second block, a second
+    ``S-``/``T-`` line) means several runs' outputs in one file: refused, naming the file, the line and the
+    index, since pairing one run's hypotheses with another's references gives a meaningless score.
+    """
     hyps: Dict[int, str] = {}
     refs: Dict[int, str] = {}
+    first_line: Dict[tuple, int] = {}  # (tag letter, index) -> line where it was first seen
+    block_start: Dict[int, int] = {}  # index -> first line of its block
+    current = None  # sample index of the block being read
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             tag, _, rest = line.rstrip("\n").partition("\t")
-            if tag[:2] not in ("D-", "T-") or not tag[2:].isdigit():
+            letter, dash, number = tag.partition("-")
+            if not dash or len(letter) != 1 or not letter.isupper() or not number.isdigit():
                 continue
-            idx = int(tag[2:])
-            if tag.startswith("D-"):
+            idx = int(number)
+            if idx != current:
+                if idx in block_start:
+                    raise MetricError(f"{path}, line {n}: sample id {idx} appears again (its lines began at line "
+                                      f"{block_start[idx]}, then other samples followed): {_CONCATENATED}")
+                block_start[idx], current = n, idx
+            if letter in _ONCE_PER_SAMPLE and (letter, idx) in first_line:
+                m = first_line[(letter, idx)]
+                same = letter != "T" or refs.get(idx) == rest
+                raise MetricError(f"{path}, line {n}: a second {tag} line for sample id {idx} (the first is at line "
+                                  f"{m}{'' if same else ' and says otherwise'}): {_CONCATENATED}")
+            first_line.setdefault((letter, idx), n)
+            if letter == "D":
                 # D-<i> \t score \t text ; keep the best (first) hypothesis only
                 parts = rest.split("\t", 1)
                 if len(parts) != 2:
-                    raise MetricError(f"{path}:{n}: a D- line needs a score and a text, got {line.strip()!r}")
+                    raise MetricError(f"{path}, line {n}: a D- line needs a score and a text, got {line.strip()!r}")
                 hyps.setdefault(idx, parts[1])
-            else:
+            elif letter == "T":
                 refs[idx] = rest
     if not hyps:
         raise MetricError(f"{path}: no D-<i> hypothesis line (is it a fairseq-generate log?)")

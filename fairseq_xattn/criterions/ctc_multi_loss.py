@@ -8,7 +8,6 @@ with --sentence-avg), so the logged terms add up to the logged loss.  CTC blank 
 """
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Set
 
@@ -22,8 +21,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-#: Target-dictionary symbols that are language tags when the task does not say (``<lang:en>``).
-LANG_TAG_PATTERN = re.compile(r"^<lang:[^>]+>$")
+from ..language_tags import is_lang_tag
+
 
 
 @dataclass
@@ -44,7 +43,7 @@ def language_tag_indices(task, dictionary) -> Set[int]:
     provider = getattr(task, "lang_tag_indices", None)
     if callable(provider):
         return {int(i) for i in provider()}
-    return {i for i, symbol in enumerate(dictionary.symbols) if LANG_TAG_PATTERN.match(symbol)}
+    return {i for i, symbol in enumerate(dictionary.symbols) if is_lang_tag(symbol)}
 
 
 def pack_ctc_targets(tokens: torch.Tensor, drop: Iterable[int]):

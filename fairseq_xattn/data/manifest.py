@@ -11,13 +11,17 @@ Two formats, both tab-separated with a header line and no quoting (fairseq's csv
   ``speaker, src_lang, tgt_lang`` optional.  The corpus builder writes this format.
 
 Every error names the file and the line (header = line 1) and, when known, the utterance id.
+Files are UTF-8; a byte-order mark (as some editors write) is dropped.
 """
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from ..errors import UserError
 
 S2T_REQUIRED = ("id", "audio", "n_frames", "tgt_text")
 S2T_OPTIONAL = ("speaker", "src_text", "src_lang", "tgt_lang")
@@ -25,7 +29,7 @@ RAW_REQUIRED = ("id", "audio", "src_text")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """Bad manifest content; the message names the file, line and utterance id."""
 
 
@@ -49,7 +53,7 @@ def read_tsv(path, required: Sequence[str]) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.reader(f, delimiter="\t", quotechar=None, doublequote=False,
                             lineterminator="\n", quoting=csv.QUOTE_NONE)
         try:
@@ -79,6 +83,20 @@ def read_tsv(path, required: Sequence[str]) -> Manifest:
     m = Manifest(path, header, rows, lines)
     _check_ids(m)
     return m
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a leading byte-order mark dropped); errors name the file and line."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ManifestError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                            f"save the manifest as UTF-8") from None
 
 
 def _check_ids(m: Manifest) -> None:

@@ -40,7 +40,7 @@ from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset, Speec
 from .feature_zip import iter_npy_shapes, parse_zip_reference
 from .features import SAMPLE_RATE, AudioError, audio_file_fbank, num_frames
 from .manifest import AUDIO_EXTENSIONS, Manifest, ManifestError, read_s2t_manifest
-from .vocabulary import lang_tag
+from ..language_tags import lang_tag
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,6 @@ from typing import Iterable, Optional, Sequence
 SPECIAL_PIECES = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 
 
-def lang_tag(lang: str) -> str:
-    """fairseq's target language tag for ``lang`` ("en" -> "<lang:en>")."""
-    return f"<lang:{lang}>"
-
-
 def train_sentencepiece(sentences: Iterable[str], model_prefix: Path, vocab_size: int,
                         user_symbols: Sequence[str] = (), model_type: str = "unigram") -> Path:
     """Train ``<prefix>.model`` / ``.vocab`` and write the fairseq dictionary ``<prefix>.txt``.

@@ -6,7 +6,11 @@ independent halves, each with its own accumulator.  At every check (each ``inter
 (single_mean_std then paired_min_max, as the analysis does) and correlated: ``r_half``.  If a map is
 the truth plus noise whose variance falls as 1/N, then ``a = (1/r_half - 1) / 2`` is the
 noise-to-signal ratio of the whole N-mask map, and its expected correlation with the converged map
-is ``1 / sqrt(1 + a)``.  The explanation stops when that estimate reaches ``threshold`` (e.g. 0.99).
+is ``1 / sqrt(1 + a)`` = ``sqrt(2 r_half / (1 + r_half))``: the square root of the Spearman-Brown
+reliability (:mod:`fairseq_xattn.maps.reliability`).  The explanation stops when that estimate
+reaches ``threshold`` (e.g. 0.99).  It works with every estimator (:mod:`.estimators`): each half is
+the estimator's map of its own masks; for block designs the halves are whole blocks
+(:mod:`.mask_designs`).
 Masks come in the same order whatever the stop, so an early-stopped map is exactly the N-mask prefix
 of the full run.
 """
@@ -17,19 +21,23 @@ from typing import Optional
 
 import numpy as np
 
-from .normalisers import normalise
+from ..maps.correlation import pearson
+from ..maps.normalisers import normalise
+from ..maps.reliability import spearman_brown
 
 
 def map_correlation(a: np.ndarray, b: np.ndarray, chain: str = "spes") -> float:
-    """Pearson r of two ``I x ...`` maps after per-token normalisation (1.0 if both are constant)."""
-    x = normalise(np.asarray(a), chain).ravel()
-    y = normalise(np.asarray(b), chain).ravel()
-    x = x - x.mean()
-    y = y - y.mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    if den == 0:
+    """Pearson r of two ``I x ...`` maps after per-token normalisation.
+
+    Two halves that are both constant after normalisation (nothing learned yet, or a map that cannot
+    vary) count as agreeing when they are equal (1.0) and as unrelated otherwise (0.0).
+    """
+    x = normalise(np.asarray(a), chain)
+    y = normalise(np.asarray(b), chain)
+    r = pearson(x, y)
+    if np.isnan(r):
         return 1.0 if np.allclose(x, y) else 0.0
-    return float((x * y).sum() / den)
+    return r
 
 
 def predicted_correlation(r_half: float) -> float:
@@ -38,8 +46,7 @@ def predicted_correlation(r_half: float) -> float:
         return 0.0
     if r_half >= 1:
         return 1.0
-    noise_to_signal = (1.0 / r_half - 1.0) / 2.0
-    return 1.0 / math.sqrt(1.0 + noise_to_signal)
+    return math.sqrt(spearman_brown(r_half))
 
 
 class ConvergenceMonitor:

@@ -12,15 +12,16 @@ the utterance id.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..data.token_sequences import TokenSequenceError, read_token_sequences, symbols_to_ids
+from ..language_tags import leading_lang_tags
 from ..stores import KIND_CROSS_ATTENTION, StoreError, StoreReader
 
 
-class HypothesisError(ValueError):
+class HypothesisError(TokenSequenceError):
     """Hypotheses missing or inconsistent with the model's vocabulary."""
 
 
@@ -65,20 +66,10 @@ class HypothesisSource:
         return self._table[utt_id]
 
     def _read_tsv(self) -> None:
-        d = self.dictionary
-        with open(self.path, newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            columns = reader.fieldnames or []
-            if "id" not in columns or "tokens" not in columns:
-                raise HypothesisError(f"--explain-hypotheses {self.path}: needs columns 'id' and 'tokens', has {columns}")
-            for line_no, row in enumerate(reader, start=2):
-                symbols = (row["tokens"] or "").split()
-                unknown = [s for s in symbols if d.index(s) == d.unk() and s != d.unk_word]
-                if unknown:
-                    raise HypothesisError(f"--explain-hypotheses {self.path} line {line_no} (id {row['id']}): "
-                                          f"symbols not in the target dictionary: {unknown[:5]}")
-                ids = [d.index(s) for s in symbols]
-                self._table[row["id"]] = self._check(row["id"], ids, None, _lang_tags(symbols))
+        for row in read_token_sequences(self.path, "--explain-hypotheses", error=HypothesisError).values():
+            ids = symbols_to_ids(row.symbols, self.dictionary, row.where("--explain-hypotheses", self.path),
+                                 error=HypothesisError)
+            self._table[row.utt_id] = self._check(row.utt_id, ids, None, leading_lang_tags(row.symbols))
 
     def _check(self, utt_id: str, tokens: List[int], token_strings, prefix_len: int) -> Hypothesis:
         d = self.dictionary
@@ -100,11 +91,3 @@ class HypothesisSource:
             tokens = tokens + [d.eos()]
         return Hypothesis(tokens, [d[t] for t in tokens], prefix_len)
 
-
-def _lang_tags(symbols: List[str]) -> int:
-    n = 0
-    for s in symbols:
-        if not (s.startswith("<lang:") and s.endswith(">")):
-            break
-        n += 1
-    return n

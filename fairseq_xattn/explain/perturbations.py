@@ -13,11 +13,12 @@ cell of the saliency map to its unit, and the reference log-probabilities.  Then
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Type
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Mapping, Sequence, Type
 
 import torch
 
+from ..geometry import FRAME_SHIFT_SECONDS
 from ..registry import Registry
 from .masks import MaskBatch
 from .segmentation import multi_level_labels
@@ -33,8 +34,23 @@ def register_perturbation(name: str):
     return wrap
 
 
-def build_perturbation(name: str, **kwargs) -> "Perturbation":
-    return PERTURBATIONS.get(name)(**kwargs)
+def perturbation_options(name: str, values: Mapping[str, Any] = ()) -> Any:
+    """The perturbation's options (its ``Options`` dataclass), defaults overridden by ``values``."""
+    options_cls = PERTURBATIONS.get(name).Options
+    known = {f.name for f in fields(options_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"perturbation {name!r} has no option(s) {unknown}; it takes {sorted(known)}")
+    return options_cls(**dict(values))
+
+
+def build_perturbation(name: str, options: Mapping[str, Any] = ()) -> "Perturbation":
+    return PERTURBATIONS.get(name)(perturbation_options(name, options))
+
+
+@dataclass
+class NoOptions:
+    """A perturbation without options."""
 
 
 @dataclass
@@ -51,8 +67,13 @@ class PerturbationContext:
 
 class Perturbation:
     name = ""
-    #: "input" or "encoder": what the saliency map is over.
+    #: "input" or "encoder": what the saliency map is over (registry ``targets.TARGETS``).
     target = ""
+    #: its options: a dataclass whose fields (with ``help`` metadata) become ``--explain-*`` flags
+    Options: type = NoOptions
+
+    def __init__(self, options=None):
+        self.options = options if options is not None else self.Options()
 
     def setup(self, adapter, features: torch.Tensor, prev_output_tokens: torch.Tensor) -> PerturbationContext:
         """``features`` T x F (unpadded), ``prev_output_tokens`` 1 x I."""
@@ -64,24 +85,33 @@ class Perturbation:
         raise NotImplementedError
 
 
+@dataclass
+class InputSlicOptions:
+    """Options of ``input_slic`` (SPES / MFPP defaults)."""
+
+    patches_per_second: Sequence[float] = field(default=(400.0, 500.0, 600.0), metadata={
+        "help": "SLIC levels (MFPP): segments per second of audio, one level per value"})
+    compactness: float = field(default=0.1, metadata={"help": "SLIC compactness"})
+    sigma: float = field(default=0.0, metadata={"help": "SLIC Gaussian smoothing sigma"})
+    threshold_seconds: float = field(default=7.5, metadata={
+        "help": "audio longer than this gets the segment count of this duration"})
+    frame_shift_seconds: float = field(default=FRAME_SHIFT_SECONDS, metadata={
+        "flag": "frame_shift", "help": "seconds per input frame"})
+
+    def __post_init__(self):
+        self.patches_per_second = [float(x) for x in self.patches_per_second]
+
+
 @register_perturbation("input_slic")
 class InputSlicPerturbation(Perturbation):
     target = "input"
-
-    def __init__(self, patches_per_second: Sequence[float] = (400, 500, 600), compactness: float = 0.1,
-                 sigma: float = 0.0, threshold_seconds: float = 7.5, frame_shift_seconds: float = 0.01,
-                 fill_value: float = 0.0):
-        self.patches_per_second = list(patches_per_second)
-        self.compactness = compactness
-        self.sigma = sigma
-        self.threshold_seconds = threshold_seconds
-        self.frame_shift_seconds = frame_shift_seconds
-        self.fill_value = fill_value
+    Options = InputSlicOptions
+    fill_value = 0.0  # an occluded segment takes the CMVN mean
 
     def setup(self, adapter, features, prev_output_tokens):
-        labels_np = multi_level_labels(features.detach().cpu().numpy(), self.patches_per_second,
-                                       self.compactness, self.sigma, self.threshold_seconds,
-                                       self.frame_shift_seconds)
+        o = self.options
+        labels_np = multi_level_labels(features.detach().cpu().numpy(), o.patches_per_second, o.compactness,
+                                       o.sigma, o.threshold_seconds, o.frame_shift_seconds)
         labels = [torch.from_numpy(lab).to(features.device) for lab in labels_np]
         lengths = torch.tensor([features.shape[0]], device=features.device)
         encoded = adapter.encode(features.unsqueeze(0), lengths)
@@ -121,7 +151,3 @@ class EncoderFramesPerturbation(Perturbation):
         zeroed[rows] = masks.occluded[level]
         return adapter.logprobs_with_frames_zeroed(ctx.state["zeroing"],
                                                    zeroed, prev_output_tokens)
-
-
-#: Explanation target -> default perturbation.
-TARGETS = {"input": "input_slic", "encoder": "encoder_frames"}

@@ -1,4 +1,4 @@
-"""SLIC multi-granularity segmentation of a spectrogram (SPES / MFPP, METHOD.md section 2).
+"""SLIC multi-granularity segmentation of a spectrogram (SPES / MFPP, docs/method.md section 2).
 
 The spectrogram the model sees (``T x F``, after CMVN) is min-max rescaled to [0, 1] and clustered by
 ``skimage.segmentation.slic`` as a one-channel image, once per granularity level.  Each level gives a

@@ -1,5 +1,9 @@
 """Task mixin that makes fairseq-generate record per-head, per-layer cross-attention.
 
+The mixin plumbs options and the generator; the store and its records belong to a
+:class:`~.recorder.CrossAttentionRecorder` the task holds; ids, text and the run's identity come from
+:class:`~.task_support.GenerationTaskSupport`.
+
 Usage in a task (the mixin goes first so that its ``build_generator``/``inference_step`` wrap the
 task's own)::
 
@@ -17,27 +21,19 @@ when the run is the same: model weights, data, split and generation options are 
 settings (:mod:`.run_settings`), and a difference stops the run with an error naming it.
 """
 
-import atexit
 import contextlib
-import csv
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
-from ..stores import StoreError, settings_differences, settings_mismatch_message
-from .attention_store import AttentionStoreWriter, leading_lang_tags, record_meta
+from .recorder import TEACHER_FORCED_REFERENCE, CrossAttentionRecorder, ForcedSequences
 from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
-from .run_settings import files_fingerprint, model_fingerprint, search_settings
+from .run_settings import search_settings
+from .task_support import GenerationTaskSupport
 from .teacher_forced import teacher_forced_pass
-
-logger = logging.getLogger(__name__)
-
-TEACHER_FORCED_REFERENCE = "reference"
 
 
 @dataclass
@@ -77,7 +73,7 @@ def _without_print_alignment(args):
         setattr(args, "print_alignment", value)
 
 
-class RecordingTaskMixin:
+class RecordingTaskMixin(GenerationTaskSupport):
     """Adds cross-attention recording to a fairseq speech-to-text task (see module docstring)."""
 
     # -- options ------------------------------------------------------------------------------------
@@ -97,10 +93,14 @@ class RecordingTaskMixin:
     def records_cross_attention(self) -> bool:
         return bool(self.recording_option("record_cross_attn"))
 
-    # -- datasets: remember the split being generated (for ids when batches lack utt_id) -------------
-    def load_dataset(self, split, *args, **kwargs):
-        self._recording_split = split
-        return super().load_dataset(split, *args, **kwargs)
+    @property
+    def recorder(self) -> CrossAttentionRecorder:
+        """The run's recorder (created on first use: the options are final by then)."""
+        if getattr(self, "_recorder", None) is None:
+            self._recorder = CrossAttentionRecorder(self.recording_option("record_cross_attn"),
+                                                    bool(self.recording_option("record_float16")),
+                                                    self.recording_option("teacher_forced"))
+        return self._recorder
 
     # -- generator ----------------------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
@@ -133,23 +133,44 @@ class RecordingTaskMixin:
                 f"--record-cross-attn needs the generator built by {type(self).__name__}.build_generator, "
                 f"got {type(generator).__name__}"
             )
+        recorder = self.recorder
         try:
             # open (or check) the store before decoding: a mismatched resume fails before any work
-            writer = self._attention_writer(generator, models)
-            if self.recording_option("teacher_forced"):
+            recorder.open(generator, models, lambda: self.run_identity(models))
+            if recorder.teacher_forced:
                 hypos = self._teacher_forced_hypos(generator, models, sample)
-                source = "teacher_forced:" + str(self.recording_option("teacher_forced"))
+                forced_prefix_len = None  # each sequence's own leading language tags
             else:
                 hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                                constraints=constraints)
-                source = "beam_search"
-            self._write_records(writer, generator, sample, hypos, prefix_tokens, source)
+                # without --prefix-size, a generated language tag still opens the hypothesis
+                forced_prefix_len = prefix_tokens.size(1) if prefix_tokens is not None else None
+            recorder.write(self.utterance_ids(sample), sample["net_input"]["src_lengths"].tolist(),
+                           self._references(generator, sample), hypos, self.target_dictionary,
+                           lambda tokens: self.decode_tokens(tokens, self._strip(generator)), forced_prefix_len,
+                           subsampling=getattr(models[0].encoder, "subsampling_factor", None))
         except BaseException:
             # Interrupted (Ctrl-C, an error): release the store now, not at exit, so that the rerun
             # (perhaps another process, while this interpreter lives on) can open it; its records stay.
             self.close_recording()
             raise
         return hypos
+
+    def close_recording(self) -> None:
+        """Flush and close the attention store (also done at interpreter exit)."""
+        if getattr(self, "_recorder", None) is not None:
+            self._recorder.close()
+
+    def _strip(self, generator):
+        return getattr(generator, "symbols_to_strip_from_output", None) or {self.target_dictionary.eos()}
+
+    def _references(self, generator, sample) -> Optional[List[str]]:
+        """The batch's targets as fairseq-generate prints them (T- lines), or None without targets."""
+        if sample.get("target") is None:
+            return None
+        pad, strip = self.target_dictionary.pad(), self._strip(generator)
+        return [self.decode_tokens([t for t in target if t != pad], strip, escape_unk=True)
+                for target in sample["target"].tolist()]  # one copy per batch
 
     # -- teacher forcing ----------------------------------------------------------------------------
     def _teacher_forced_hypos(self, generator, models, sample) -> List[List[Dict]]:
@@ -176,189 +197,7 @@ class RecordingTaskMixin:
             if sample.get("target") is None:
                 raise ValueError("--teacher-forced reference: the batch has no targets (a split without tgt_text?)")
             return [t[t.ne(tgt_dict.pad())] for t in sample["target"]]
-        table = self._forced_table()
+        if getattr(self, "_forced", None) is None:
+            self._forced = ForcedSequences(source, tgt_dict, self.encode_text)
         device = sample["net_input"]["src_tokens"].device
-        sequences = []
-        for utt_id in self._utterance_ids(sample):
-            if utt_id not in table:
-                raise KeyError(f"--teacher-forced {source}: no token sequence for utterance {utt_id!r}")
-            sequences.append(table[utt_id].to(device))
-        return sequences
-
-    def _forced_table(self) -> Dict[str, torch.Tensor]:
-        """``{utterance id: LongTensor I}`` (tokens + EOS) of the ``--teacher-forced`` TSV, read once."""
-        if getattr(self, "_forced_table_cache", None) is not None:
-            return self._forced_table_cache
-        path = Path(self.recording_option("teacher_forced"))
-        if not path.is_file():
-            raise FileNotFoundError(f"--teacher-forced {path}: no such file (give 'reference' or a TSV)")
-        tgt_dict = self.target_dictionary
-        table, first_line = {}, {}
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            columns = reader.fieldnames or []
-            if "id" not in columns or not ({"tokens", "tgt_text"} & set(columns)):
-                raise ValueError(f"--teacher-forced {path}: needs columns 'id' and 'tokens' or 'tgt_text', has {columns}")
-            tokenizer, bpe = self._text_codecs()
-            for row in reader:
-                line_no = reader.line_num  # physical line (DictReader skips blank lines)
-                utt_id = row.get("id") or ""
-                where = f"--teacher-forced {path} line {line_no} (id {utt_id!r})"
-                if not utt_id:
-                    raise ValueError(f"{where}: empty id")
-                if utt_id in first_line:
-                    raise ValueError(f"{where}: duplicate id, already given on line {first_line[utt_id]} "
-                                     "(one sequence per utterance)")
-                first_line[utt_id] = line_no
-                tokens = row.get("tokens")
-                if tokens is not None and tokens.strip():
-                    symbols = tokens.split()
-                    unknown = [s for s in symbols if tgt_dict.index(s) == tgt_dict.unk() and s != tgt_dict.unk_word]
-                    if unknown:
-                        raise ValueError(f"{where}: symbols not in the target dictionary: {unknown[:5]}")
-                    ids = [tgt_dict.index(s) for s in symbols] + [tgt_dict.eos()]
-                else:
-                    text = row.get("tgt_text")
-                    if text is None:  # no such column, or a short row
-                        raise ValueError(f"{where}: the 'tokens' field is empty or missing and the row has no "
-                                         f"'tgt_text' to fall back to (columns {columns})")
-                    if tokenizer is not None:
-                        text = tokenizer.encode(text)
-                    if bpe is not None:
-                        text = bpe.encode(text)
-                    ids = tgt_dict.encode_line(text, add_if_not_exist=False, append_eos=True).tolist()
-                table[utt_id] = torch.tensor(ids, dtype=torch.long)
-        self._forced_table_cache = table
-        return table
-
-    # -- records ------------------------------------------------------------------------------------
-    def _utterance_ids(self, sample) -> List[str]:
-        if sample.get("utt_id") is not None:
-            return [str(u) for u in sample["utt_id"]]
-        dataset = self.datasets.get(getattr(self, "_recording_split", None)) if hasattr(self, "datasets") else None
-        ids = getattr(dataset, "ids", None)
-        if ids is None:
-            return [str(i) for i in sample["id"].tolist()]
-        return [str(ids[i]) for i in sample["id"].tolist()]
-
-    def _text_codecs(self):
-        if not hasattr(self, "_text_codecs_cache"):
-            cfg = getattr(self, "args", None) or getattr(self, "cfg", None)
-            self._text_codecs_cache = (self.build_tokenizer(cfg), self.build_bpe(cfg))
-        return self._text_codecs_cache
-
-    def _decode(self, tokens: List[int], strip, escape_unk: bool = False) -> str:
-        """Text as fairseq-generate prints it: symbols, then BPE and tokenizer decoding.
-
-        fairseq escapes unknown words only in references (T- lines, ``<<unk>>``), not in hypotheses
-        (D- lines, ``<unk>``): ``escape_unk=True`` for references only.
-        """
-        # a list, not a tensor: Dictionary.string is several times slower on tensor elements
-        text = self.target_dictionary.string(tokens, escape_unk=escape_unk, extra_symbols_to_ignore=strip)
-        tokenizer, bpe = self._text_codecs()
-        if bpe is not None:
-            text = bpe.decode(text)
-        if tokenizer is not None:
-            text = tokenizer.decode(text)
-        return text
-
-    def run_identity(self, models) -> Dict[str, Any]:
-        """What a store's records depend on besides the task's own options: the model (a hash of its
-        weights), the data (folder, config, split, a hash of the manifests) and ``--infer-tgt-lang``.
-        Shared by the attention store and the saliency store of ``speech_explain``."""
-        cfg = getattr(self, "cfg", None) or getattr(self, "args", None)
-        data = getattr(cfg, "data", None)
-        data = str(Path(data).resolve()) if data else None
-        config_yaml = getattr(cfg, "config_yaml", "config.yaml")
-        split = getattr(self, "_recording_split", None)
-        data_files = [Path(data) / config_yaml] + [Path(data) / f"{s}.tsv" for s in (split or "").split(",") if s] \
-            if data else []
-        return {
-            "model_sha256": model_fingerprint(models),
-            "data": data, "config_yaml": config_yaml, "gen_subset": split,
-            "data_sha256": files_fingerprint(data_files),
-            "infer_tgt_lang": getattr(cfg, "infer_tgt_lang", None),
-        }
-
-    def _store_settings(self, generator, models) -> Dict[str, Any]:
-        """Store-level settings of this run: everything that determines its records (see run_settings)."""
-        search = getattr(generator, "recording_settings", None)
-        if search is None:
-            raise TypeError(f"--record-cross-attn needs the generator built by {type(self).__name__}.build_generator "
-                            "(it carries the generation options the store records)")
-        teacher_forced = self.recording_option("teacher_forced")
-        if teacher_forced and teacher_forced != TEACHER_FORCED_REFERENCE:
-            teacher_forced = str(Path(teacher_forced).resolve())  # a rerun from another directory matches
-        settings = {
-            "layers": generator.num_layers, "heads": generator.num_heads,
-            "mode": "teacher_forced" if teacher_forced else "beam_search",
-            "teacher_forced": teacher_forced,
-            "beam": None if teacher_forced else int(generator.beam_size),
-            "nbest": 1 if teacher_forced else generator.nbest,
-            **self.run_identity(models),
-            **search,
-            "schema": "fairseq-xattn docs/generation.md",
-        }
-        if teacher_forced and teacher_forced != TEACHER_FORCED_REFERENCE:
-            settings["teacher_forced_sha256"] = files_fingerprint([Path(teacher_forced)])
-        return settings
-
-    def _attention_writer(self, generator, models) -> AttentionStoreWriter:
-        """The open store of this run; opened on first use, resumed when it exists with the same settings."""
-        writer = getattr(self, "_attention_store", None)
-        path = self.recording_option("record_cross_attn")
-        if writer is None:
-            writer = AttentionStoreWriter(path, self._store_settings(generator, models),
-                                          float16=bool(self.recording_option("record_float16")))
-            if writer.existing:
-                logger.info(f"{path} already holds {len(writer.existing)} records of the same run settings: "
-                            "resuming, they are kept (delete the directory for a fresh run)")
-            atexit.register(writer.close)
-            self._attention_store = writer
-        elif not self._same_run(generator, models):  # another generator or model on the open store
-            stored = {k: v for k, v in writer.meta.items() if k not in ("format", "version", "kind", "float16")}
-            differences = settings_differences(stored, self._store_settings(generator, models))
-            if differences:
-                raise StoreError(settings_mismatch_message(path, differences))
-        self._attention_store_run = (generator, list(models))
-        return writer
-
-    def _same_run(self, generator, models) -> bool:
-        """The generator and models the open store was last checked with (the same objects)."""
-        last_generator, last_models = getattr(self, "_attention_store_run", (None, []))
-        return generator is last_generator and len(models) == len(last_models) \
-            and all(m is n for m, n in zip(models, last_models))
-
-    def close_recording(self) -> None:
-        """Flush and close the attention store (also done at interpreter exit)."""
-        writer = getattr(self, "_attention_store", None)
-        if writer is not None:
-            writer.close()
-            self._attention_store = None
-
-    def _write_records(self, writer: AttentionStoreWriter, generator, sample, hypos, prefix_tokens,
-                       source: str) -> None:
-        tgt_dict = self.target_dictionary
-        strip = getattr(generator, "symbols_to_strip_from_output", None) or {tgt_dict.eos()}
-        utt_ids = self._utterance_ids(sample)
-        src_lengths = sample["net_input"]["src_lengths"].tolist()
-        targets = sample["target"].tolist() if sample.get("target") is not None else None  # one copy per batch
-        pad = tgt_dict.pad()
-        for i, utt_id in enumerate(utt_ids):
-            reference = None
-            if targets is not None:
-                reference = self._decode([t for t in targets[i] if t != pad], strip, escape_unk=True)
-            for rank, hypo in enumerate(hypos[i]):
-                if "cross_attention" not in hypo:
-                    continue  # beyond --nbest
-                tokens = hypo["tokens"].tolist()
-                token_strings = [tgt_dict[t] for t in tokens]
-                xattn = hypo["cross_attention"]
-                prefix_len = prefix_tokens.size(1) if prefix_tokens is not None and source == "beam_search" \
-                    else leading_lang_tags(token_strings)
-                meta = record_meta(
-                    tokens, token_strings, self._decode(tokens, strip), reference,
-                    n_frames=src_lengths[i], n_encoder_frames=xattn.size(-1), num_layers=xattn.size(0),
-                    num_heads=xattn.size(1), prefix_len=prefix_len, score=float(hypo["score"]), source=source,
-                )
-                writer.write(utt_id, rank, xattn.cpu().numpy(), meta)
+        return [self._forced.get(utt_id).to(device) for utt_id in self.utterance_ids(sample)]

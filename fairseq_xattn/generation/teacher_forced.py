@@ -70,8 +70,3 @@ def teacher_forced_pass(model: nn.Module, net_input: Dict[str, Tensor], token_se
         positional.append(scores[b, :n])
     return TeacherForcedOutput(attention, positional, lengths)
 
-
-def record_teacher_forced(model: nn.Module, net_input: Dict[str, Tensor], token_sequences: Sequence[Tensor],
-                          pad: int = 1, eos: int = 2) -> List[Tensor]:
-    """Cross-attention ``L x H x I x T'`` of each token sequence (ending with EOS) under teacher forcing."""
-    return teacher_forced_pass(model, net_input, token_sequences, pad, eos).cross_attention

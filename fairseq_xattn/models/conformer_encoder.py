@@ -16,6 +16,7 @@ from .conformer_block import ConformerBlock
 from .dropout import Dropout
 from .masking import lengths_to_padding_mask
 from .rel_pos_attention import relative_positional_encoding
+from ..geometry import CONFORMER_SUBSAMPLING
 from .subsampler import Conv1dSubsampler
 
 #: Keys of the encoder-output dict whose tensors are ``T' x B x D`` (reordered along dim 1).
@@ -41,6 +42,8 @@ class ConformerEncoder(FairseqEncoder):
             )
         self.ctc_src_layer = cfg.ctc_src_layer
         self.subsample = Conv1dSubsampler(cfg.input_feat_per_channel, cfg.conv_channels, d, cfg.conv_kernel_size)
+        #: time subsampling s (T' = ceil(T / s)), read by the recorder and the explainer
+        self.subsampling_factor = CONFORMER_SUBSAMPLING
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
         self.dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(

@@ -176,7 +176,7 @@ ARCHS: Dict[str, Dict[str, object]] = {
         encoder_embed_dim=1024, encoder_ffn_embed_dim=4096, encoder_attention_heads=16,
         decoder_embed_dim=1024, decoder_ffn_embed_dim=4096, decoder_attention_heads=16,
     ),
-    # What learns the synthetic espeak corpus on 2 CPU cores (METHOD.md 8b: a 4.3M-parameter 6/2-layer
+    # What learns the synthetic espeak corpus on 2 CPU cores (docs/method.md section 8b: a 4.3M-parameter 6/2-layer
     # d-192 model did).  A Conformer block has ~2x the weights of a Transformer layer of the same width,
     # so d 144 / FFN 576 keeps the size (4.1M with 200 pieces, both CTC heads); intermediate CTC on layer 4.
     "xattn_conformer_tiny": dict(

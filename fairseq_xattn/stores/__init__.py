@@ -1,4 +1,5 @@
-"""Stores of per-utterance arrays: one reader API for attention and saliency (see record_store)."""
+"""Stores of per-utterance arrays (numpy only): the format (:mod:`.record_store`) and the contract
+every writer and reader shares (:mod:`.schema`: kinds, array names, record meta, the analysis view)."""
 from .record_store import (
     Record,
     StoreError,
@@ -9,19 +10,27 @@ from .record_store import (
     settings_differences,
     settings_mismatch_message,
 )
-
-#: Store kinds written by fairseq-xattn.
-KIND_CROSS_ATTENTION = "cross_attention"
-KIND_SALIENCY = "saliency"
-
-
-def open_store(path, expect_kind=None) -> StoreReader:
-    """Open any fairseq-xattn store (attention or saliency) for reading."""
-    return StoreReader(path, expect_kind=expect_kind)
-
+from .schema import (
+    ATTENTION_ARRAY,
+    KIND_CROSS_ATTENTION,
+    KIND_SALIENCY,
+    SALIENCY_ARRAY,
+    SALIENCY_GRIDS,
+    RecordError,
+    RecordView,
+    analysis_view,
+    attention_record_meta,
+    check_same_provenance,
+    content_rows,
+    open_store,
+    read_view,
+    saliency_record_meta,
+)
 
 __all__ = [
     "Record", "StoreError", "StoreReader", "StoreWriter", "merge_stores", "natural_key",
     "settings_differences", "settings_mismatch_message",
-    "open_store", "KIND_CROSS_ATTENTION", "KIND_SALIENCY",
+    "ATTENTION_ARRAY", "KIND_CROSS_ATTENTION", "KIND_SALIENCY", "SALIENCY_ARRAY", "SALIENCY_GRIDS",
+    "RecordError", "RecordView", "analysis_view", "attention_record_meta", "check_same_provenance",
+    "content_rows", "open_store", "read_view", "saliency_record_meta",
 ]

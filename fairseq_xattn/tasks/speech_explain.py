@@ -16,7 +16,7 @@ or ``--distributed-world-size N --distributed-rank K``) write ``OUT.shardK-of-N`
 
 import atexit
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -25,62 +25,35 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from omegaconf import II
 
-from ..explain.explainer import Explainer, ExplainSettings
+from ..explain.explainer import Explainer
 from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
-from ..explain.mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES
-from ..explain.saliency_store import SALIENCY_ARRAY, open_saliency_writer, record_meta
-from ..stores import KIND_SALIENCY, StoreReader
-from .speech_to_text_ctc import SpeechToTextCtcConfig, SpeechToTextCtcTask
+from ..explain.saliency_store import open_saliency_writer
+from ..explain.settings import explain_config_fields, settings_from_config
+from ..stores import KIND_SALIENCY, SALIENCY_ARRAY, StoreReader, saliency_record_meta
+from .speech_to_text_ctc import SpeechToTextCtcDataConfig, SpeechToTextCtcTaskBase
 
 logger = logging.getLogger(__name__)
 
-EXPLAIN_TARGETS = ChoiceEnum(["input", "encoder"])
-
-
-@dataclass
-class SpeechExplainConfig(SpeechToTextCtcConfig):
-    explain_hypotheses: Optional[str] = field(default=None, metadata={
+#: Options of the explain run that do not define the maps (where to read and write, how to show progress).
+_RUN_FIELDS = [
+    ("explain_hypotheses", Optional[str], field(default=None, metadata={
         "help": "token sequences to explain: the store of a recording run (--record-cross-attn; its rank-0 "
-                "hypotheses) or a TSV with columns id and tokens (space-separated dictionary symbols)"})
-    explain_store: Optional[str] = field(default=None, metadata={
-        "help": "output saliency store directory (created, or resumed when it exists)"})
-    explain_target: EXPLAIN_TARGETS = field(default="input", metadata={
-        "help": "input: SM^X over the spectrogram (I x T x F); encoder: SM^H over encoder states (I x T')"})
-    explain_masks: int = field(default=20000, metadata={"help": "masks per utterance (N_X / N_H)"})
-    explain_p: Optional[float] = field(default=None, metadata={
-        "help": "occlusion probability of a segment / encoder state (default 0.5 input, 0.7 encoder)"})
-    explain_seed: int = field(default=1, metadata={
-        "help": "mask seed; masks of an utterance depend only on (seed, utterance id, mask index)"})
-    explain_scorer: str = field(default="kl", metadata={"help": "score of a perturbation (registry SCORERS)"})
-    explain_perturbation: Optional[str] = field(default=None, metadata={
-        "help": "perturbation kind (registry PERTURBATIONS); default input_slic / encoder_frames"})
-    explain_patches_per_second: str = field(default="400,500,600", metadata={
-        "help": "SLIC levels (MFPP): segments per second of audio, comma-separated"})
-    explain_compactness: float = field(default=0.1, metadata={"help": "SLIC compactness"})
-    explain_sigma: float = field(default=0.0, metadata={"help": "SLIC Gaussian smoothing sigma"})
-    explain_threshold_seconds: float = field(default=7.5, metadata={
-        "help": "audio longer than this gets the segment count of this duration"})
-    explain_frame_shift: float = field(default=0.01, metadata={"help": "seconds per input frame"})
-    explain_early_stop: float = field(default=0.0, metadata={
-        "help": "stop an utterance when the predicted correlation of its map with the converged map (split-half "
-                "estimate, docs/explain.md) reaches this value (0: off; e.g. 0.99)"})
-    explain_early_stop_interval: int = field(default=500, metadata={"help": "masks between early-stop checks"})
-    explain_early_stop_min_masks: int = field(default=2000, metadata={"help": "never stop before this many masks"})
-    explain_mask_batch_size: int = field(default=0, metadata={
-        "help": "masked copies per forward pass (0: automatic, bounded by --explain-budget and "
-                "--explain-budget-logits)"})
-    explain_budget: int = field(default=BUDGET_MASK_FRAMES, metadata={
-        "help": "automatic mask batch: at most this many mask x frame cells (T for input, T' for encoder)"})
-    explain_budget_logits: int = field(default=BUDGET_LOGITS, metadata={
-        "help": "automatic mask batch: at most this many mask x token x vocabulary elements (the N x I x V "
-                "output log-probabilities, float32; the default is 128 MB per copy)"})
-    explain_no_kv_reuse: bool = field(default=False, metadata={
-        "help": "encoder target: re-project keys/values of every masked copy (slower; for checking)"})
-    explain_float16: bool = field(default=False, metadata={"help": "store maps in float16"})
-    explain_no_progress: bool = field(default=False, metadata={"help": "no per-utterance mask progress bar"})
-    num_shards: int = II("dataset.num_shards")
-    shard_id: int = II("dataset.shard_id")
+                "hypotheses) or a TSV with columns id and tokens (space-separated dictionary symbols)"})),
+    ("explain_store", Optional[str], field(default=None, metadata={
+        "help": "output saliency store directory (created, or resumed when it exists)"})),
+    ("explain_float16", bool, field(default=False, metadata={"help": "store maps in float16"})),
+    ("explain_no_progress", bool, field(default=False, metadata={"help": "no per-utterance mask progress bar"})),
+    ("num_shards", int, field(default=II("dataset.num_shards"))),
+    ("shard_id", int, field(default=II("dataset.shard_id"))),
+]
+
+#: The task's config: the data options, then one ``--explain-*`` flag per explanation setting and
+#: perturbation option (generated from fairseq_xattn/explain/settings.py, their one definition).
+SpeechExplainConfig = make_dataclass(
+    "SpeechExplainConfig", _RUN_FIELDS[:4] + explain_config_fields(ChoiceEnum) + _RUN_FIELDS[4:],
+    bases=(SpeechToTextCtcDataConfig,))
+SpeechExplainConfig.__module__ = __name__
 
 
 def _cfg_int(cfg, name: str, default: int) -> int:
@@ -89,24 +62,6 @@ def _cfg_int(cfg, name: str, default: int) -> int:
         return int(getattr(cfg, name, default))
     except Exception:  # unresolvable ${dataset.*} (task built without a dataset config): not sharded
         return default
-
-
-def settings_from_config(cfg) -> ExplainSettings:
-    try:
-        levels = [float(x) for x in str(cfg.explain_patches_per_second).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--explain-patches-per-second {cfg.explain_patches_per_second!r}: "
-                         "expected comma-separated numbers, e.g. 400,500,600") from None
-    return ExplainSettings(
-        target=str(cfg.explain_target), n_masks=int(cfg.explain_masks), p=cfg.explain_p, seed=int(cfg.explain_seed),
-        scorer=cfg.explain_scorer, perturbation=cfg.explain_perturbation, patches_per_second=levels,
-        compactness=float(cfg.explain_compactness), sigma=float(cfg.explain_sigma),
-        threshold_seconds=float(cfg.explain_threshold_seconds), frame_shift_seconds=float(cfg.explain_frame_shift),
-        early_stop=float(cfg.explain_early_stop), early_stop_interval=int(cfg.explain_early_stop_interval),
-        early_stop_min_masks=int(cfg.explain_early_stop_min_masks),
-        mask_batch_size=int(cfg.explain_mask_batch_size), budget_mask_frames=int(cfg.explain_budget),
-        budget_logits=int(cfg.explain_budget_logits),
-        kv_reuse=not cfg.explain_no_kv_reuse)
 
 
 def shard_store_path(store: str, shard_id: int, num_shards: int) -> Path:
@@ -118,7 +73,7 @@ def shard_store_path(store: str, shard_id: int, num_shards: int) -> Path:
 
 
 @register_task("speech_explain", dataclass=SpeechExplainConfig)
-class SpeechExplainTask(SpeechToTextCtcTask):
+class SpeechExplainTask(SpeechToTextCtcTaskBase):
     """fairseq-generate explains instead of decoding (see the module docstring)."""
 
     def __init__(self, cfg, tgt_dict, src_dict=None):
@@ -129,6 +84,7 @@ class SpeechExplainTask(SpeechToTextCtcTask):
         self._writer = None
         self._stored: Dict[str, dict] = {}
         self._hypotheses: Optional[HypothesisSource] = None
+        self._subsampling: Optional[int] = None  # the encoder's, when it says (else inferred per record)
 
     # -- sharding -----------------------------------------------------------------------------
     def get_batch_iterator(self, dataset, *args, num_shards=1, shard_id=0, **kwargs):
@@ -187,6 +143,7 @@ class SpeechExplainTask(SpeechToTextCtcTask):
             raise ValueError(f"--task speech_explain explains one model, got an ensemble of {len(models)} (--path)")
         if self._explainer is None or self._explainer.adapter.model is not models[0]:
             adapter = FairseqForcedDecoder(models[0], kv_reuse=self.settings.kv_reuse)
+            self._subsampling = getattr(models[0].encoder, "subsampling_factor", None)
             self._explainer = Explainer(adapter, self.settings, progress=not self.cfg.explain_no_progress)
         return self._explainer
 
@@ -209,7 +166,7 @@ class SpeechExplainTask(SpeechToTextCtcTask):
         src = sample["net_input"]["src_tokens"]
         lengths = sample["net_input"]["src_lengths"].tolist()
         out: List[List[dict]] = []
-        for b, utt_id in enumerate(self._utterance_ids(sample)):
+        for b, utt_id in enumerate(self.utterance_ids(sample)):
             hyp = hypotheses.get(utt_id)
             if utt_id in self._stored:
                 meta = self._stored[utt_id]
@@ -220,8 +177,9 @@ class SpeechExplainTask(SpeechToTextCtcTask):
                 features = src[b, :lengths[b]]  # T x F without the batch's padding: batch-independent
                 tokens = torch.tensor(hyp.tokens, dtype=torch.long, device=src.device)
                 res = explainer.explain(utt_id, features, tokens, d.eos(), vocab_size=len(d))
-                meta = record_meta(hyp.tokens, hyp.token_strings, lengths[b], res.n_encoder_frames, hyp.prefix_len,
-                                   res.n_masks, res.units_per_level, res.ref_logprobs.tolist())
+                meta = saliency_record_meta(hyp.tokens, hyp.token_strings, lengths[b], res.n_encoder_frames,
+                                            hyp.prefix_len, res.n_masks, res.units_per_level, res.ref_logprobs.tolist(),
+                                            subsampling=self._subsampling)
                 writer.write(utt_id, {SALIENCY_ARRAY: res.saliency}, meta)
                 self._stored[utt_id] = meta
                 logger.info(f"explained {utt_id}: {len(hyp.tokens)} tokens, {res.n_masks} masks in "

@@ -22,21 +22,25 @@ import numpy as np
 import torch
 from fairseq.data import Dictionary, data_utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
-from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset
+from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.fairseq_task import LegacyFairseqTask
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import II, MISSING, DictConfig, open_dict
 
+from ..language_tags import is_lang_tag
 from ..data.s2t_ctc_dataset import SpeechToTextCtcConcatDataset, build_tokenizer_from_config, load_s2t_ctc_dataset
 from ..generation.task_mixin import RecordingConfig, RecordingTaskMixin
+from ..generation.task_support import GenerationTaskSupport
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SpeechToTextCtcConfig(RecordingConfig):
+class SpeechToTextCtcDataConfig(FairseqDataclass):
+    """The data options shared by our tasks (training, decoding and recording, explaining)."""
+
     data: str = field(default=MISSING, metadata={"help": "data folder: <split>.tsv manifests and config.yaml"})
     config_yaml: str = field(default="config.yaml", metadata={"help": "data configuration YAML, under the data folder"})
     max_source_positions: int = field(default=6000, metadata={"help": "max input frames"})
@@ -54,6 +58,11 @@ class SpeechToTextCtcConfig(RecordingConfig):
     train_subset: str = II("dataset.train_subset")
 
 
+@dataclass
+class SpeechToTextCtcConfig(SpeechToTextCtcDataConfig, RecordingConfig):
+    """``speech_to_text_ctc``: the data options and the cross-attention recording options."""
+
+
 class CtcSourceDictionary(Dictionary):
     """The source (CTC) vocabulary.  fairseq-generate prints ``source_dictionary.string(src_tokens)``
     for every sentence; our "source tokens" are filterbank frames, which have no text, so a
@@ -69,7 +78,7 @@ class BatchingError(RuntimeError):
     """Batching lost or duplicated utterances."""
 
 
-class SpeechToTextCtcTaskBase(SpeechToTextTask):
+class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
     """Everything but recording; :class:`SpeechToTextCtcTask` adds the recording mixin on top."""
 
     @classmethod
@@ -124,7 +133,7 @@ class SpeechToTextCtcTaskBase(SpeechToTextTask):
 
     def lang_tag_indices(self) -> Set[int]:
         """Target-dictionary indices of the language tags ``<lang:xx>``."""
-        return {i for s, i in self.tgt_dict.indices.items() if SpeechToTextDataset.is_lang_tag(s)}
+        return {i for s, i in self.tgt_dict.indices.items() if is_lang_tag(s)}
 
     # --- data ---------------------------------------------------------------------------------
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -211,7 +220,7 @@ def check_model_is_registered(cfg) -> None:
 
 def check_batches_cover_dataset(dataset, batches, max_positions, seed: int, epoch: int) -> None:
     """Raise :class:`BatchingError` unless every index that survives the size filter is in exactly
-    one batch (fairseq-fixed's batch_by_size drops the remainder batch; see METHOD.md section 8)."""
+    one batch (fairseq-fixed's batch_by_size drops the remainder batch; see docs/method.md section 8)."""
     with data_utils.numpy_seed(seed + epoch):
         indices = dataset.ordered_indices()
     if max_positions is not None:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-import fairseq_xattn  # noqa: F401  (registers the models)
+import fairseq_xattn.plugin  # noqa: F401  (registers the models)
 from fairseq_xattn.explain.convergence import map_correlation
 from fairseq_xattn.explain.explainer import Explainer, ExplainSettings
 from fairseq_xattn.explain.forced_decoder import FairseqForcedDecoder
@@ -34,14 +34,14 @@ class _Task:
         self.source_dictionary = dictionary
 
 
-#: METHOD.md 8b: the 4.3M-parameter stock Transformer (6 encoder / 2 decoder layers, d 192).
+#: docs/method.md section 8b: the 4.3M-parameter stock Transformer (6 encoder / 2 decoder layers, d 192).
 S2T_TRANSFORMER_DEMO = dict(encoder_layers=6, decoder_layers=2, encoder_embed_dim=192, decoder_embed_dim=192,
                             encoder_ffn_embed_dim=768, decoder_ffn_embed_dim=768, encoder_attention_heads=4,
                             decoder_attention_heads=4, dropout=0.0)
 
 
 def demo_model(arch: str = "xattn_conformer_tiny", vocab: int = 200, seed: int = 0):
-    """A randomly initialised demo-size model: ``xattn_conformer_tiny`` or ``s2t_transformer`` (METHOD 8b)."""
+    """A randomly initialised demo-size model: ``xattn_conformer_tiny`` or ``s2t_transformer`` (docs/method.md section 8b)."""
     from fairseq.data import Dictionary
     from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-import fairseq_xattn  # noqa: F401  (registers model and criterion)
+import fairseq_xattn.plugin  # noqa: F401  (registers model and criterion)
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_CONFIG_REGISTRY

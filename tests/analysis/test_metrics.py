@@ -156,7 +156,7 @@ def test_generate_output_sources_are_joined_by_sample_index(tmp_path):
     one = _manifest(tmp_path / "one.tsv", rows=MANIFEST[:1])
     rest = _manifest(tmp_path / "rest.tsv", rows=MANIFEST[1:])
     assert _triples(load_inputs(_args(generate_output=log, src_manifest=[str(one), str(rest)]))) == EXPECTED
-    # a sample fairseq-generate did not print (METHOD.md 8: batching once dropped utterances) shifts
+    # a sample fairseq-generate did not print (docs/method.md section 8: batching once dropped utterances) shifts
     # every later line of a positional pairing; by index the others keep their own source
     kept = [line for line in log.read_text().splitlines() if not line[2:].startswith("1\t")]
     (tmp_path / "dropped.txt").write_text("\n".join(kept) + "\n")

@@ -4,7 +4,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_and_task(tiny_data, tiny_checkpoint):
-    import fairseq_xattn  # noqa: F401  (compat shims: torch>=2.6 checkpoint loading)
+    import fairseq_xattn.plugin  # noqa: F401  (compat shims: torch>=2.6 checkpoint loading)
     from fairseq import checkpoint_utils
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(

@@ -1,4 +1,4 @@
-"""The formulas of METHOD.md sections 2-4 on hand-computed tiny cases."""
+"""The formulas of docs/method.md sections 2-4 on hand-computed tiny cases."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fairseq_xattn.explain.accumulator import SaliencyAccumulator
-from fairseq_xattn.explain.normalisers import normalise, paired_min_max, single_mean_std
+from fairseq_xattn.maps.normalisers import normalise, paired_min_max, single_mean_std
 from fairseq_xattn.explain.scorers import get_scorer
 from fairseq_xattn.explain.segmentation import n_segments_for, slic_labels, multi_level_labels, SegmentationError
 

@@ -30,7 +30,7 @@ def test_tsv_hypotheses_get_eos_and_lang_prefix(dictionary, tmp_path):
 def test_tsv_errors(dictionary, tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("id\ttokens\nu1\talpha zulu\n")
-    with pytest.raises(HypothesisError, match=r"bad.tsv line 2 \(id u1\).*zulu"):
+    with pytest.raises(HypothesisError, match=r"bad.tsv line 2 \(id 'u1'\).*zulu"):
         HypothesisSource(str(bad), dictionary)
     (tmp_path / "cols.tsv").write_text("id\ttext\nu1\talpha\n")
     with pytest.raises(HypothesisError, match="columns 'id' and 'tokens'"):

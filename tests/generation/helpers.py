@@ -12,8 +12,8 @@ from fairseq import checkpoint_utils
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 
-import fairseq_xattn  # noqa: F401  (compat shims, registrations)
-from fairseq_xattn.generation import RecordingTaskMixin, record_teacher_forced
+import fairseq_xattn.plugin  # noqa: F401  (compat shims, registrations)
+from fairseq_xattn.generation import RecordingTaskMixin, teacher_forced_pass
 from fairseq_xattn.models import XattnConformerConfig, XattnConformerModel
 
 
@@ -119,3 +119,8 @@ def data_copy(tiny_data, dest, replace_words=None):
         rows.append("\t".join(fields))
     (dest / "test.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
     return dest
+
+
+def record_teacher_forced(model, net_input, token_sequences, pad: int = 1, eos: int = 2):
+    """Cross-attention ``L x H x I x T'`` of each token sequence (ending with EOS) under teacher forcing."""
+    return teacher_forced_pass(model, net_input, token_sequences, pad, eos).cross_attention

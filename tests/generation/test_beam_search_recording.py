@@ -8,7 +8,10 @@ import pytest
 import torch
 from fairseq.sequence_generator import SequenceGenerator
 
-from fairseq_xattn.generation import CrossAttentionRecordingGenerator, open_attention_store, record_teacher_forced
+from fairseq_xattn.generation import CrossAttentionRecordingGenerator
+from fairseq_xattn.stores import KIND_CROSS_ATTENTION, open_store
+
+from .helpers import record_teacher_forced
 
 from .helpers import (
     all_hypotheses, generation_args, make_task, max_difference_to_teacher_forced, random_s2t_conformer,
@@ -48,7 +51,7 @@ def test_prefix_size_1_records_each_hypothesis_own_history(loaded, mixed_batch, 
     assert len({tuple(h["tokens"].tolist()) for h in hypos[0]}) > 1  # really different histories
     assert max_difference_to_teacher_forced(model, mixed_batch, hypos, task.target_dictionary) <= TOLERANCE
     ids = task.dataset("test").ids
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         assert store.meta["prefix_size"] == 1 and len(store) == 50
         for index, per_utt in zip(mixed_batch["id"].tolist(), hypos):
             for rank, hypo in enumerate(per_utt):

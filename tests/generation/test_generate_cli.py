@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from fairseq_xattn.generation import open_attention_store
+from fairseq_xattn.stores import KIND_CROSS_ATTENTION, open_store
 from tests.fixtures.tiny_s2t import USER_DIR, fairseq_cli
 
 from .helpers import data_copy, subsampled
@@ -64,7 +64,7 @@ def test_every_utterance_is_generated_and_recorded(runs, manifest):
     sample_ids = {int(line.split("\t")[0][2:]) for line in lines(runs["recorded"], "H-")}
     assert sample_ids == set(range(len(manifest)))
     assert len(lines(runs["recorded"], "H-")) == 2 * len(manifest)
-    with open_attention_store(runs["out"] / "store") as store:
+    with open_store(runs["out"] / "store", KIND_CROSS_ATTENTION) as store:
         assert sorted(store.keys()) == sorted((row["id"], r) for row in manifest for r in (0, 1))
 
 
@@ -73,7 +73,7 @@ def test_store_matches_printed_hypotheses(runs, manifest):
     for line in lines(runs["recorded"], "D-"):
         key, score, text = line.split("\t")
         hypotheses.setdefault(int(key[2:]), []).append((float(score), text))
-    with open_attention_store(runs["out"] / "store") as store:
+    with open_store(runs["out"] / "store", KIND_CROSS_ATTENTION) as store:
         for index, row in enumerate(manifest):
             for rank, (score, text) in enumerate(hypotheses[index]):
                 meta = store.row_meta(row["id"], rank)
@@ -99,7 +99,7 @@ def test_print_alignment_on_speech(runs, manifest):
 def test_teacher_forced_reference_from_the_command_line(runs, manifest):
     # the printed hypotheses are the references, scored by the model: WER 0
     assert re.search(r"WER: 0\.00", runs["forced"])
-    with open_attention_store(runs["out"] / "forced") as store:
+    with open_store(runs["out"] / "forced", KIND_CROSS_ATTENTION) as store:
         assert store.meta["mode"] == "teacher_forced"
         assert sorted(store.ids()) == sorted(row["id"] for row in manifest)
         for row in manifest:
@@ -120,7 +120,7 @@ def test_stored_text_and_reference_equal_the_printed_lines_with_unk(tiny_data, t
         key, *_, text = line.split("\t")
         printed[key[0], ids[int(key[2:])]] = text
     assert sum("<unk>" in text for (kind, _), text in printed.items() if kind == "D") == 6
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         for utt_id in ids:
             meta = store.row_meta(utt_id)
             assert meta["text"] == printed["D", utt_id]

@@ -15,8 +15,11 @@ import pytest
 import torch
 from fairseq.sequence_generator import SequenceGenerator
 
-from fairseq_xattn.generation import CrossAttentionRecordingGenerator, open_attention_store, record_teacher_forced
-from fairseq_xattn.generation import task_mixin
+from fairseq_xattn.generation import CrossAttentionRecordingGenerator
+from fairseq_xattn.stores import KIND_CROSS_ATTENTION, open_store
+
+from .helpers import record_teacher_forced
+from fairseq_xattn.data import token_sequences
 from fairseq_xattn.generation.run_settings import model_fingerprint
 from fairseq_xattn.stores import StoreError, StoreReader
 
@@ -46,7 +49,7 @@ def test_store_holds_every_utterance_and_its_hypotheses(loaded, tiny_data, tmp_p
     assert "utt_id" not in samples[0]  # stock dataset: ids come from dataset.ids
     manifest = _manifest(tiny_data)
     tgt_dict = task.target_dictionary
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         assert sorted(store.keys()) == sorted((u, r) for u in manifest for r in (0, 1))
         assert store.meta["layers"] == 2 and store.meta["heads"] == 4 and store.meta["beam"] == 5
         for sample, hypos in outputs:
@@ -104,7 +107,7 @@ def test_teacher_forced_reference(loaded, tiny_data, tmp_path):
     samples, outputs = _record(model, task, generation_args(beam=5))
     manifest = _manifest(tiny_data)
     tgt_dict = task.target_dictionary
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         assert store.meta["mode"] == "teacher_forced" and len(store) == 10
         for sample, hypos in outputs:
             targets = [t[t.ne(tgt_dict.pad())] for t in sample["target"]]
@@ -129,7 +132,7 @@ def test_teacher_forced_tsv(loaded, tiny_data, tmp_path):
     task = make_task(base.args, base.tgt_dict, record_cross_attn=str(tmp_path / "store"), teacher_forced=str(tsv))
     task.load_dataset("test")
     _record(model, task, generation_args())
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         for k, utt_id in enumerate(ids):
             meta = store.row_meta(utt_id)
             assert meta["token_strings"] == ["alpha", "bravo"] + ["charlie"] * (k % 3) + ["</s>"]
@@ -217,7 +220,7 @@ def test_interrupted_run_leaves_a_readable_store_and_resumes(loaded, tiny_checkp
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr[-2000:]
     written = proc.stdout.split(",")
-    with open_attention_store(store) as reader:
+    with open_store(store, KIND_CROSS_ATTENTION) as reader:
         assert sorted(reader.ids()) == sorted(written) and len(written) == 4
         assert all(reader.get(u)["attention"].ndim == 4 for u in written)
     # a second run into the same store keeps those records and adds the rest, each once
@@ -225,7 +228,7 @@ def test_interrupted_run_leaves_a_readable_store_and_resumes(loaded, tiny_checkp
     task = make_task(base.args, base.tgt_dict, record_cross_attn=str(store))
     task.load_dataset("test")
     _record(model, task, generation_args(beam=2))
-    with open_attention_store(store) as reader:
+    with open_store(store, KIND_CROSS_ATTENTION) as reader:
         assert len(reader) == 10 and len(set(reader.ids())) == 10
 
 
@@ -240,7 +243,7 @@ def test_teacher_forced_tsv_is_read_as_utf8_whatever_the_locale(loaded, tmp_path
             kwargs.setdefault("encoding", "latin-1")
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(task_mixin, "open", latin1_locale_open, raising=False)
+    monkeypatch.setattr(token_sequences, "open", latin1_locale_open, raising=False)
     task = make_task(base.args, base.tgt_dict, record_cross_attn=str(tmp_path / "store"), teacher_forced=str(tsv))
     task.load_dataset("test")
     # the symbol is named as written (decoded as latin-1 it would read 'zÃ¼lu')
@@ -260,7 +263,7 @@ def test_stored_text_escapes_unk_in_the_reference_only_as_fairseq_prints_them(lo
     task.load_dataset("test")
     _record(model, task, generation_args())
     manifest = _manifest(data)
-    with open_attention_store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store", KIND_CROSS_ATTENTION) as store:
         with_unk = [u for u in manifest if "zulu" in manifest[u]["tgt_text"]]
         assert len(with_unk) == 6
         for utt_id in manifest:
@@ -314,7 +317,7 @@ def test_resuming_with_other_settings_is_refused_and_names_them(loaded, tiny_dat
 
     model2, task, gen_args, setting = _second_run_changes(change, model, base, tiny_data, tmp_path)
     generator = task.build_generator([model2], gen_args)
-    sample = batches(task, task._recording_split, max_sentences=2)[0]
+    sample = batches(task, task.generated_split, max_sentences=2)[0]
     with pytest.raises(StoreError) as e:
         task.inference_step(generator, [model2], sample, prefix_tokens=sample["target"][:, :1])
     message = str(e.value)

@@ -6,7 +6,7 @@ from typing import Iterable, Optional
 
 import torch
 
-import fairseq_xattn  # noqa: F401  (registers the model and the criterion)
+import fairseq_xattn.plugin  # noqa: F401  (registers the model and the criterion)
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_CONFIG_REGISTRY
 

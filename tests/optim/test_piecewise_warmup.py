@@ -2,7 +2,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-import fairseq_xattn  # noqa: F401
+import fairseq_xattn.plugin  # noqa: F401
 from fairseq.optim import FairseqOptimizer
 from fairseq.optim.lr_scheduler import build_lr_scheduler
 from fairseq_xattn.optim.piecewise_warmup_inverse_sqrt import piecewise_warmup_inverse_sqrt_lr

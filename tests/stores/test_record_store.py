@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fairseq_xattn.stores import StoreError, StoreWriter, merge_stores, open_store, record_store
+from fairseq_xattn.stores import StoreError, StoreReader, StoreWriter, merge_stores, open_store
 
 
 def _arrays(i):
@@ -20,7 +20,7 @@ def test_random_access_and_memmap_equal_what_was_written(tmp_path):
     with StoreWriter(tmp_path / "s", "cross_attention", {"model": "m"}) as w:
         for i in range(5):
             w.write(f"utt{i}", _arrays(i), {"tokens": list(range(i + 1))})
-    r = open_store(tmp_path / "s", expect_kind="cross_attention")
+    r = open_store(tmp_path / "s", kind="cross_attention")
     assert r.ids() == [f"utt{i}" for i in range(5)] and len(r) == 5
     for i in (3, 0, 4):
         np.testing.assert_array_equal(r[f"utt{i}"]["attention"], _arrays(i)["attention"])
@@ -29,7 +29,7 @@ def test_random_access_and_memmap_equal_what_was_written(tmp_path):
     with pytest.raises(KeyError, match="utt9"):
         r["utt9"]
     with pytest.raises(StoreError, match="expected a 'saliency' store"):
-        open_store(tmp_path / "s", expect_kind="saliency")
+        open_store(tmp_path / "s", kind="saliency")
 
 
 def test_numpy_alone_reads_a_record(tmp_path):
@@ -51,13 +51,13 @@ def test_torn_tail_of_a_killed_run_is_dropped_and_resume_continues(tmp_path):
         f.write(b"\x93NUMPY partial")
     with open(tmp_path / "s" / "index.jsonl", "ab") as f:
         f.write(b'{"id": "u3", "ar')
-    assert open_store(tmp_path / "s").ids() == ["u0", "u1", "u2"]
+    assert StoreReader(tmp_path / "s").ids() == ["u0", "u1", "u2"]
     with StoreWriter(tmp_path / "s", "saliency") as w:
         assert w.done_ids() == {"u0", "u1", "u2"}
         w.write("u3", _arrays(3))
         with pytest.raises(StoreError, match="already stored"):
             w.write("u1", _arrays(1))
-    r = open_store(tmp_path / "s")
+    r = StoreReader(tmp_path / "s")
     assert r.ids() == ["u0", "u1", "u2", "u3"]
     np.testing.assert_array_equal(r["u3"]["attention"], _arrays(3)["attention"])
 
@@ -71,7 +71,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 def test_float16_halves_and_keeps_values(tmp_path):
     with StoreWriter(tmp_path / "s", "cross_attention", float16=True) as w:
         w.write("a", _arrays(2))
-    got = open_store(tmp_path / "s")["a"]["attention"]
+    got = StoreReader(tmp_path / "s")["a"]["attention"]
     assert got.dtype == np.float16
     np.testing.assert_allclose(got, _arrays(2)["attention"], atol=1e-3)
 
@@ -82,11 +82,15 @@ def test_merge_of_shards_equals_one_store_in_natural_id_order(tmp_path):
             for u in ids:
                 w.write(u, _arrays(int(u[1:])), {"n": u})
     assert merge_stores([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m") == 4
-    m = open_store(tmp_path / "m")
+    m = StoreReader(tmp_path / "m")
     assert m.ids() == ["u1", "u2", "u3", "u10"] and "shard_id" not in m.meta and m.meta["masks"] == 5
     np.testing.assert_array_equal(m["u10"]["attention"], _arrays(10)["attention"])
-    with pytest.raises(StoreError, match="in both"):
+    with pytest.raises(StoreError, match=r"shard id 0 is given twice: .*s0 and .*s0"):
         merge_stores([tmp_path / "s0", tmp_path / "s0"], tmp_path / "m2")
+    with StoreWriter(tmp_path / "s2", "saliency", {"masks": 5, "shard_id": 2}) as w:
+        w.write("u2", _arrays(2))  # also in shard 0
+    with pytest.raises(StoreError, match=r"utterance 'u2' \(rank 0\) is in both .*s0 and .*s2"):
+        merge_stores([tmp_path / "s0", tmp_path / "s2"], tmp_path / "m3")
 
 
 def test_resume_refusal_names_the_store_each_setting_old_and_new_and_what_to_do(tmp_path):
@@ -107,25 +111,23 @@ def test_resume_refuses_a_setting_the_store_did_not_record(tmp_path):
         StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5, "model_sha256": "abc"})
     with StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5}) as w:  # the same settings resume
         w.write("u0", _arrays(0))
-    assert open_store(tmp_path / "s").ids() == ["u0"]
+    assert StoreReader(tmp_path / "s").ids() == ["u0"]
 
 
-# Holds a writer open on argv[1] in another process until its stdin closes.  record_store.py is
-# loaded by path: it needs numpy only, and importing fairseq_xattn (fairseq) would take seconds.
+# Holds a writer open on argv[1] in another process until its stdin closes (the stores import numpy
+# only: the package does not load fairseq unless fairseq is loaded).
 HOLDER = textwrap.dedent("""
-    import importlib.util, sys
-    spec = importlib.util.spec_from_file_location("record_store", {module!r})
-    record_store = sys.modules["record_store"] = importlib.util.module_from_spec(spec)  # (dataclasses need it)
-    spec.loader.exec_module(record_store)
+    import sys
+    from fairseq_xattn.stores import record_store
     try:
-        writer = record_store.StoreWriter(sys.argv[1], "saliency", {{"masks": 10}})
+        writer = record_store.StoreWriter(sys.argv[1], "saliency", {"masks": 10})
     except record_store.StoreError as e:
         print("refused:", e, flush=True)
         sys.exit(2)
     print("open", flush=True)
     sys.stdin.readline()
     writer.close()
-""").format(module=record_store.__file__)
+""")
 
 
 def _holder(path):
@@ -160,7 +162,7 @@ def test_a_store_open_in_another_process_cannot_be_opened(tmp_path):
     assert last.stdout.readline().strip() == "open"
     last.stdin.close()
     last.wait(timeout=60)
-    assert open_store(tmp_path / "s").ids() == ["u0"]
+    assert StoreReader(tmp_path / "s").ids() == ["u0"]
 
 
 def test_a_second_writer_of_the_same_process_takes_over_and_the_first_cannot_write(tmp_path):
@@ -176,7 +178,7 @@ def test_a_second_writer_of_the_same_process_takes_over_and_the_first_cannot_wri
     first.close()  # no effect on the store or on the second writer's lock
     second.write("u3", _arrays(3))
     second.close()
-    r = open_store(tmp_path / "s")
+    r = StoreReader(tmp_path / "s")
     assert r.ids() == ["u0", "u2", "u3"]
     for u in r.ids():
         np.testing.assert_array_equal(r[u]["attention"], _arrays(int(u[1:]))["attention"])
@@ -205,4 +207,4 @@ def test_a_forked_child_does_not_keep_the_store_locked(tmp_path):
         os.write(child_end, b"x")
         os.close(child_end)
         os.waitpid(pid, 0)
-    assert open_store(tmp_path / "s").ids() == ["u0"]
+    assert StoreReader(tmp_path / "s").ids() == ["u0"]

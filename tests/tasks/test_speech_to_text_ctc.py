@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import fairseq_xattn  # noqa: F401  (registers the task)
+import fairseq_xattn.plugin  # noqa: F401  (registers the task)
 from fairseq_xattn.data.manifest import ManifestError
 from fairseq_xattn.data.s2t_ctc_dataset import TARGET_TRANSCRIPT, TARGET_TRANSLATION
 from fairseq_xattn.tasks import BatchingError, CtcSourceDictionary, SpeechToTextCtcTask

@@ -2,10 +2,9 @@
 
 Every espeak synthesis runs in a process forked for it (see :mod:`.espeak`), and forking costs in
 proportion to the parent's memory: ~30 ms from a process that has imported fairseq and torch,
-~10 ms from a lean one.  ``import fairseq_xattn`` imports fairseq, so workers are started as
-plain interpreters running this file, which registers a bare ``fairseq_xattn`` package (no
-``__init__``) before importing the corpus modules; they only need numpy, soundfile, soxr and the
-espeak library.
+~10 ms from a lean one.  So workers are started as plain interpreters running this file; they
+import only the corpus modules (numpy, soundfile, soxr and the espeak library): the package root
+imports neither fairseq nor torch.
 
 Protocol on the worker's stdin/stdout: 8-byte little-endian length + pickle, one job and one
 result at a time; EOF ends the worker.
@@ -22,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, List
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../fairseq_xattn
+_PACKAGE_PARENT = Path(__file__).resolve().parents[3]  # the folder holding fairseq_xattn/
 
 
 def _send(stream, obj) -> None:
@@ -56,7 +55,7 @@ class LeanWorkerPool:
     def __enter__(self):
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
         for _ in range(self.workers):
-            p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(_PACKAGE_DIR)],
+            p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(_PACKAGE_PARENT)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
             self._procs.append(p)
             self._free.append(p)
@@ -97,13 +96,7 @@ class LeanWorkerPool:
 
 
 def _serve() -> None:  # pragma: no cover - runs in the worker process
-    import types
-
-    package_dir = Path(sys.argv[1])
-    # A bare package object: importing fairseq_xattn/__init__.py would import fairseq and torch.
-    pkg = types.ModuleType("fairseq_xattn")
-    pkg.__path__ = [str(package_dir)]
-    sys.modules["fairseq_xattn"] = pkg
+    sys.path.insert(0, sys.argv[1])  # the folder that holds the package (it may not be installed)
     from fairseq_xattn.data.corpus import build
 
     build._init_worker()

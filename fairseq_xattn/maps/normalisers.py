@@ -6,10 +6,10 @@ the same shape.  Registry :data:`NORMALISERS` maps names to functions; :func:`no
 chain of them in order.
 
 * ``single_mean_std``  per token row: ``(x - mean) / std`` over every cell of the row, unbiased
-  (n-1) std; NaN/inf (constant rows, single cells) become 0.  SPES (METHOD.md section 4).
+  (n-1) std; NaN/inf (constant rows, single cells) become 0.  SPES (docs/method.md section 4).
 * ``paired_min_max``   per token row: ``(x - min) / (max - min)``; a constant row becomes 0.
 * ``frame_mean_variance``  per frame (axis 1), over tokens: ``(x - mean) / std`` with the
-  population std, a zero std counting as 1.  Used for cross-attention (METHOD.md section 1).
+  population std, a zero std counting as 1.  Used for cross-attention (docs/method.md section 1).
 
 Named chains (:data:`CHAINS`): ``spes`` = single_mean_std then paired_min_max (the default for
 saliency), ``none`` = identity.

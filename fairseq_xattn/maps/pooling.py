@@ -2,7 +2,7 @@
 
 Encoder frame j sees the input window ``[j*s, (j+1)*s)`` (s = 4 for two stride-2 convolutions,
 kernel 5, padding 2, which give ``T' = ceil(T / s)``); the last window holds ``T - (T'-1)*s``
-frames and may be partial.  Registry :data:`AGGREGATORS` (METHOD.md section 5, paper Appendix A):
+frames and may be partial.  Registry :data:`AGGREGATORS` (docs/method.md section 5, paper Appendix A):
 
 * ``max2d``           max over the window's frames and all frequency bins (paper default);
 * ``avg2d``           mean over the window's frames and all frequency bins;
@@ -13,22 +13,17 @@ frames (frame t takes the value of ``t // s``).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
 
+from ..geometry import encoder_length
 from ..registry import Registry
 
 Aggregator = Callable[[np.ndarray, int], np.ndarray]
 
 AGGREGATORS: "Registry[Aggregator]" = Registry("aggregator")
 register_aggregator = AGGREGATORS.register
-
-
-def encoder_length(n_frames: int, subsampling: int) -> int:
-    """``T' = ceil(T / s)``."""
-    return int(math.ceil(int(n_frames) / int(subsampling)))
 
 
 def _windows(sal: np.ndarray, s: int) -> np.ndarray:

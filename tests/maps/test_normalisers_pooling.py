@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fairseq_xattn.analysis.aggregation import aggregate, encoder_length, upsample_nearest
-from fairseq_xattn.analysis.normalisers import normalise, resolve_chain
-from fairseq_xattn.analysis.rows import RowError, content_rows, drop_rows
+from fairseq_xattn.maps.pooling import aggregate, encoder_length, upsample_nearest
+from fairseq_xattn.maps.normalisers import normalise, resolve_chain
+from fairseq_xattn.stores.schema import RecordError, content_rows
 
 
 def test_single_mean_std_known_answer():
@@ -61,11 +61,11 @@ def test_pooling_exact_multiple_and_upsampling_inverse():
 
 def test_row_removal():
     x = np.arange(5)[:, None] * np.ones((5, 2))
-    assert content_rows(5, prefix_len=1) == slice(1, 4)
-    kept = drop_rows(x, {"tokens": [9, 10, 11, 12, 2], "prefix_len": 1})
+    assert content_rows({"prefix_len": 1}, 5) == slice(1, 4)
+    kept = x[content_rows({"tokens": [9, 10, 11, 12, 2], "prefix_len": 1}, 5)]
     assert kept[:, 0].tolist() == [1, 2, 3]
-    assert drop_rows(x, {"prefix_len": 0}, drop_eos=False)[:, 0].tolist() == [0, 1, 2, 3, 4]
-    with pytest.raises(RowError, match="utt7.*4 ids"):
-        drop_rows(x, {"tokens": [1, 2, 3, 2]}, where="utt7")
-    with pytest.raises(RowError, match="no content row"):
-        content_rows(2, prefix_len=1)
+    assert x[content_rows({"prefix_len": 0}, 5, drop_eos=False)][:, 0].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(RecordError, match="utt7.*4 ids"):
+        content_rows({"tokens": [1, 2, 3, 2]}, 5, where="utt7")
+    with pytest.raises(RecordError, match="no content row"):
+        content_rows({"prefix_len": 1}, 2)

@@ -1,0 +1,73 @@
+"""What inference steps of our tasks need from their fairseq task: utterance ids, text, and the
+identity of the run (model and data) that stores record.  A mixin for any fairseq speech-to-text
+task, argparse (``args``) or dataclass (``cfg``) configured."""
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .run_settings import files_fingerprint, model_fingerprint
+
+
+class GenerationTaskSupport:
+    """Mixin: remembers the split being generated and provides ids, text decoding and run identity."""
+
+    def load_dataset(self, split, *args, **kwargs):
+        self.generated_split = split  # the split fairseq-generate decodes (the last one loaded)
+        return super().load_dataset(split, *args, **kwargs)
+
+    def utterance_ids(self, sample) -> List[str]:
+        """Manifest ids of a batch (dataset indices as strings when the batch has none)."""
+        if sample.get("utt_id") is not None:
+            return [str(u) for u in sample["utt_id"]]
+        dataset = self.datasets.get(getattr(self, "generated_split", None))
+        ids = getattr(dataset, "ids", None)
+        if ids is None:
+            return [str(i) for i in sample["id"].tolist()]
+        return [str(ids[i]) for i in sample["id"].tolist()]
+
+    def _text_codecs(self):
+        if getattr(self, "_text_codecs_cache", None) is None:
+            cfg = getattr(self, "args", None) or self.cfg
+            self._text_codecs_cache = (self.build_tokenizer(cfg), self.build_bpe(cfg))
+        return self._text_codecs_cache
+
+    def decode_tokens(self, tokens: List[int], strip, escape_unk: bool = False) -> str:
+        """Text as fairseq-generate prints it: symbols, then BPE and tokenizer decoding.
+
+        fairseq escapes unknown words only in references (T- lines, ``<<unk>>``), not in hypotheses
+        (D- lines, ``<unk>``): ``escape_unk=True`` for references only.
+        """
+        # a list, not a tensor: Dictionary.string is several times slower on tensor elements
+        text = self.target_dictionary.string(tokens, escape_unk=escape_unk, extra_symbols_to_ignore=strip)
+        tokenizer, bpe = self._text_codecs()
+        if bpe is not None:
+            text = bpe.decode(text)
+        if tokenizer is not None:
+            text = tokenizer.decode(text)
+        return text
+
+    def encode_text(self, text: str) -> str:
+        """Raw text -> the space-separated symbols the target dictionary reads (as the dataset does)."""
+        tokenizer, bpe = self._text_codecs()
+        if tokenizer is not None:
+            text = tokenizer.encode(text)
+        if bpe is not None:
+            text = bpe.encode(text)
+        return text
+
+    def run_identity(self, models) -> Dict[str, Any]:
+        """What a store's records depend on besides the task's own options: the model (a hash of its
+        weights), the data (folder, config, split, a hash of the manifests) and ``--infer-tgt-lang``.
+        Shared by the attention store and the saliency store."""
+        cfg = getattr(self, "cfg", None) or self.args
+        data = str(Path(cfg.data).resolve()) if getattr(cfg, "data", None) else None
+        config_yaml = getattr(cfg, "config_yaml", "config.yaml")
+        split = getattr(self, "generated_split", None)
+        data_files = [Path(data) / config_yaml] + [Path(data) / f"{s}.tsv" for s in (split or "").split(",") if s] \
+            if data else []
+        return {
+            "model_sha256": model_fingerprint(models),
+            "data": data, "config_yaml": config_yaml, "gen_subset": split,
+            "data_sha256": files_fingerprint(data_files),
+            "infer_tgt_lang": getattr(cfg, "infer_tgt_lang", None),
+        }
+
