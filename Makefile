@@ -15,6 +15,7 @@ $(VENV)/.installed: setup.py scripts/install.sh
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
+	bash scripts/install_browser.sh
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed

@@ -42,6 +42,10 @@ OURS = [
     "soxr>=0.3",  # resampling to 16 kHz without torchaudio
     "espeakng-loader>=0.2",  # bundles libespeak-ng and its data for the synthetic corpus
     "matplotlib>=3.7",
+    # Whisper (fairseq_xattn/models/whisper): Hugging Face folders store weights as safetensors, and
+    # Whisper's byte-level BPE encodes references with the tokenizers library (both small wheels)
+    "safetensors>=0.4",
+    "tokenizers>=0.15",
 ]
 
 setup(
@@ -54,7 +58,13 @@ setup(
     packages=find_packages(include=["fairseq_xattn", "fairseq_xattn.*"]),
     install_requires=FAIRSEQ_RUNTIME + OURS,
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        # transformers and ctranslate2: the Whisper equivalence tests build random models and convert them
+        # with both libraries' own code (neither pulls torch: ours is installed first); selenium drives the
+        # Debian chromium of scripts/install_browser.sh in the viewer's browser test.
+        "test": ["pytest>=7", "pytest-timeout", "transformers>=4.40", "ctranslate2>=4.0", "huggingface_hub>=0.20",
+                 "selenium>=4.10"],
+        # `xattn whisper-import openai/whisper-tiny.en` downloads from the Hugging Face hub (needs network)
+        "hub": ["huggingface_hub>=0.20"],
         # COMET is optional: it pulls pytorch-lightning and transformers, and needs a local model.
         "comet": ["unbabel-comet>=2.2"],
     },

@@ -14,10 +14,20 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from .errors import UserError
+
 from .compat import load_checkpoint_state
 
 _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 _BY_UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
+
+
+class AverageError(UserError, ValueError):
+    """Checkpoints that cannot be averaged (of different models, or none given)."""
+
+
+class MissingCheckpointsError(AverageError, FileNotFoundError):
+    """Fewer checkpoints on disk than asked for."""
 
 
 def checkpoint_updates(path: Path) -> int:
@@ -56,7 +66,7 @@ def last_checkpoints(directory: Path, n: int, by: str = "any") -> List[Path]:
         hint = {"update": "save them with --save-interval-updates and --keep-interval-updates",
                 "epoch": "keep them by not passing --no-epoch-checkpoints",
                 "any": "keep more with --keep-interval-updates / --keep-last-epochs"}[by]
-        raise FileNotFoundError(
+        raise MissingCheckpointsError(
             f"{directory}: asked for the last {n} checkpoints by {by}, found {len(found)} "
             f"({', '.join(p.name for _, p in sorted(found)) or 'none'}); {hint}"
         )
@@ -78,7 +88,7 @@ def average_checkpoints(paths: Sequence[Path]) -> Dict:
         params = state["model"]
         if summed and set(params) != set(summed):
             diff = sorted(set(params) ^ set(summed))[:5]
-            raise ValueError(f"{path}: parameters differ from {paths[0]} (e.g. {diff}); "
+            raise AverageError(f"{path}: parameters differ from {paths[0]} (e.g. {diff}); "
                              "checkpoints of different models cannot be averaged")
         for key, value in params.items():
             value = value.double() if value.is_floating_point() else value.clone()
@@ -112,13 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.last is not None:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-            raise SystemExit("xattn average: --last needs exactly one directory as input")
+            raise AverageError("--last needs exactly one directory as input")
         paths = last_checkpoints(Path(args.inputs[0]), args.last, args.by)
     else:
         paths = [Path(p) for p in args.inputs]
         for p in paths:
             if not p.is_file():
-                raise SystemExit(f"xattn average: no checkpoint at {p}")
+                raise MissingCheckpointsError(f"no checkpoint at {p}")
     state = average_checkpoints(paths)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.output)

@@ -19,10 +19,15 @@ SUBCOMMANDS = {
     "corpus": ("fairseq_xattn.data.corpus.cli", "build the synthetic bilingual espeak-ng corpus with word timings"),
     "prep": ("fairseq_xattn.data.prep", "audio + transcripts -> fbank zip, TSV manifests, SentencePiece, config.yaml"),
     "average": ("fairseq_xattn.checkpoint_average", "average the parameters of the last N checkpoints"),
+    "whisper-import": ("fairseq_xattn.models.whisper.import_cli",
+                       "Whisper checkpoint (OpenAI .pt, Hugging Face folder or hub name, CTranslate2 folder) -> "
+                       "a folder fairseq-generate uses"),
     "score": ("fairseq_xattn.analysis.score_cli", "WER / BLEU / chrF / COMET of hypotheses against references"),
     "correlate": ("fairseq_xattn.analysis.correlate_cli", "Pearson r between cross-attention and saliency stores"),
     "faithfulness": ("fairseq_xattn.analysis.faithfulness_cli", "deletion/insertion curves, AUC and size of explanations"),
     "plot": ("fairseq_xattn.analysis.plot_cli", "figures: saliency vs attention per utterance, correlation grids, curves"),
+    "timestamps": ("fairseq_xattn.analysis.timestamps.cli",
+                   "word timestamps from attention, saliency or CTC, and their evaluation against true times"),
     "store": ("fairseq_xattn.stores.cli", "inspect, merge and export attention/saliency stores"),
     "user-dir": ("fairseq_xattn.setup_cli", "print the path to pass as fairseq's --user-dir"),
 }

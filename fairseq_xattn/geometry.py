@@ -19,6 +19,10 @@ from typing import Mapping, Optional
 FRAME_SHIFT_SECONDS = 0.01
 #: Subsampling of our Conformer (``xattn_conformer``): two stride-2 convolutions.
 CONFORMER_SUBSAMPLING = 4
+#: Subsampling of Whisper's audio encoder: one stride-2 convolution (3000 frames -> 1500 states).
+WHISPER_SUBSAMPLING = 2
+#: Audio sample rate of every model here (filterbanks and Whisper's log-mel).
+SAMPLE_RATE = 16000
 
 
 class GeometryError(ValueError):

@@ -5,6 +5,8 @@ duplicates and a ``get(name)`` whose error lists the choices.
 """
 from typing import Callable, Dict, Generic, TypeVar
 
+from .errors import OptionError
+
 T = TypeVar("T")
 
 
@@ -26,4 +28,4 @@ class Registry(Dict[str, T], Generic[T]):
         try:
             return self[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose from {sorted(self)}") from None
+            raise OptionError(f"unknown {self.kind} {name!r}; choose from {sorted(self)}") from None

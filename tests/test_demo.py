@@ -43,7 +43,7 @@ def test_quick_demo_produces_every_artefact(tmp_path):
     assert len(list((out / "figures").glob("utterance_*.png"))) >= 1
 
     # the stores behind the tables: every explained utterance has attention and both saliency maps
-    attn = open_store(work / "attention_test_explain", expect_kind="cross_attention")
+    attn = open_store(work / "attention_test_explain", "cross_attention")
     sal_x, sal_h = open_store(work / "saliency_input"), open_store(work / "saliency_encoder")
     assert attn.ids() == sal_x.ids() == sal_h.ids() and len(attn) == 3
     for utt in attn.ids():
@@ -68,7 +68,7 @@ def test_quick_demo_produces_every_artefact(tmp_path):
 
     assert references("st_generate_test.txt") == sorted(r["tgt_text"] for r in rows)  # Italian
     assert references("st_generate_asr_test.txt") == sorted(r["src_text"] for r in rows)  # English
-    st_attn = open_store(work / "st_attention_test_explain", expect_kind="cross_attention")
+    st_attn = open_store(work / "st_attention_test_explain", "cross_attention")
     assert all(st_attn[u].meta["prefix_len"] == 1 for u in st_attn.ids())
     assert open_store(work / "st_saliency_input").ids() == st_attn.ids()
     for name in ("input_max2d", "encoder"):

@@ -64,3 +64,25 @@ def test_user_dir_pointing_nowhere_names_the_path(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert str(missing) in proc.stderr
+
+
+def test_generate_help_lists_the_task_options():
+    """fairseq parses --help before adding task options; the plugin lists ours after fairseq's help."""
+    generate = str(Path(sys.executable).parent / "fairseq-generate")
+    user_dir = str(Path(fairseq_xattn.__file__).parent)
+    sections = {}
+    for task in ("speech_explain", "speech_to_text_ctc"):
+        proc = subprocess.run([generate, "DATA", "--user-dir", user_dir, "--task", task, "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"task {task} (fairseq_xattn) options:" in proc.stdout, proc.stdout[-2000:]
+        sections[task] = proc.stdout.split(f"task {task} (fairseq_xattn) options:")[-1]
+    for flag in ("--explain-masks", "--explain-target", "--explain-patches-per-second", "--explain-hypotheses",
+                 "--config-yaml"):
+        assert flag in sections["speech_explain"], flag
+    for flag in ("--record-cross-attn", "--teacher-forced", "--infer-tgt-lang", "--config-yaml"):
+        assert flag in sections["speech_to_text_ctc"], flag
+    # each task takes only the options that apply to it
+    assert "--record-cross-attn RECORD_CROSS_ATTN" not in sections["speech_explain"]
+    assert "--teacher-forced" not in sections["speech_explain"]
+    assert "--explain-masks" not in sections["speech_to_text_ctc"]

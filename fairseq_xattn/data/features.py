@@ -12,13 +12,15 @@ from typing import Tuple, Union
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..errors import UserError
+from ..geometry import SAMPLE_RATE, FRAME_SHIFT_SECONDS
+
 N_MEL_BINS = 80
 FRAME_LENGTH_MS = 25.0
-FRAME_SHIFT_MS = 10.0
+FRAME_SHIFT_MS = FRAME_SHIFT_SECONDS * 1000.0
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be read or holds no usable audio."""
 
 

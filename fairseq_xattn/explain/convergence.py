@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import OptionError
 from ..maps.correlation import pearson
 from ..maps.normalisers import normalise
 from ..maps.reliability import spearman_brown
@@ -54,9 +55,9 @@ class ConvergenceMonitor:
 
     def __init__(self, threshold: float = 0.0, interval: int = 500, min_masks: int = 2000):
         if threshold >= 1:
-            raise ValueError(f"early-stop threshold is a correlation below 1 (got {threshold})")
+            raise OptionError(f"early-stop threshold is a correlation below 1 (got {threshold})")
         if threshold > 0 and interval < 2:
-            raise ValueError(f"early-stop interval must be >= 2 masks (got {interval})")
+            raise OptionError(f"early-stop interval must be >= 2 masks (got {interval})")
         self.threshold = threshold
         self.interval = interval
         self.min_masks = min_masks

@@ -2,84 +2,32 @@
 
 For one utterance and its hypothesis: forced decoding gives the reference log-probabilities; then
 ``n_masks`` masks (deterministic per utterance, see :mod:`.masks`) go through the model in batches of
-``mask_batch_size``; each mask's per-token scores (KL) are accumulated per occluded unit
-(:mod:`.accumulator`); an optional early stop ends when the map has converged (:mod:`.convergence`).
+``mask_batch_size`` (drawn by the mask design, :mod:`.mask_designs`); each mask's per-token scores
+(KL) feed the estimator of the map (:mod:`.estimators`, default ``paper``: the mean score over the
+masks that occluded a cell), one accumulator per split-half; the halves give the map's reliability
+(:mod:`fairseq_xattn.maps.reliability`) and the optional early stop (:mod:`.convergence`).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .accumulator import SaliencyAccumulator
+from ..errors import InputDataError
+from ..maps.reliability import map_reliability, per_token_reliability, spes_view
 from .convergence import ConvergenceMonitor
-from .mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES, auto_mask_batch_size
+from .estimators import build_estimator
+from .mask_batching import auto_mask_batch_size
 from .masks import MaskSampler
-from .perturbations import TARGETS, build_perturbation
+from .perturbations import build_perturbation
 from .scorers import get_scorer
+from .settings import ExplainSettings
 
 logger = logging.getLogger(__name__)
-
-#: METHOD.md defaults per target.
-DEFAULT_P = {"input": 0.5, "encoder": 0.7}
-
-
-@dataclass
-class ExplainSettings:
-    """Everything that defines a saliency map (all but the speed knobs go into the store's meta)."""
-
-    target: str = "input"
-    n_masks: int = 20000
-    p: Optional[float] = None                 # None: 0.5 for input, 0.7 for encoder
-    seed: int = 1
-    scorer: str = "kl"
-    perturbation: Optional[str] = None        # None: input_slic / encoder_frames
-    patches_per_second: Sequence[float] = (400, 500, 600)
-    compactness: float = 0.1
-    sigma: float = 0.0
-    threshold_seconds: float = 7.5
-    frame_shift_seconds: float = 0.01
-    early_stop: float = 0.0                   # predicted r with the converged map (convergence.py); 0 = off
-    early_stop_interval: int = 500
-    early_stop_min_masks: int = 2000
-    # speed knobs (do not change the map beyond float rounding)
-    mask_batch_size: int = 0                  # 0 = automatic (memory budgets below, mask_batching.py)
-    budget_mask_frames: int = BUDGET_MASK_FRAMES  # masks x frames (T or T')
-    budget_logits: int = BUDGET_LOGITS        # masks x tokens x vocabulary (N x I x V log-probs)
-    kv_reuse: bool = True
-
-    def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown explanation target {self.target!r}; choose from {sorted(TARGETS)}")
-        if self.p is None:
-            self.p = DEFAULT_P[self.target]
-        if self.perturbation is None:
-            self.perturbation = TARGETS[self.target]
-        if self.n_masks < 1:
-            raise ValueError(f"n_masks must be >= 1 (got {self.n_masks})")
-        self.patches_per_second = [float(x) for x in self.patches_per_second]
-
-    def store_meta(self) -> Dict:
-        """Settings that define the maps (recorded in the store; a resumed run must match them)."""
-        meta = {k: getattr(self, k) for k in (
-            "target", "n_masks", "p", "seed", "scorer", "perturbation", "early_stop",
-            "early_stop_interval", "early_stop_min_masks")}
-        if self.target == "input":
-            meta.update({k: getattr(self, k) for k in (
-                "patches_per_second", "compactness", "sigma", "threshold_seconds", "frame_shift_seconds")})
-        return meta
-
-    def perturbation_kwargs(self) -> Dict:
-        if self.perturbation == "input_slic":
-            return dict(patches_per_second=self.patches_per_second, compactness=self.compactness,
-                        sigma=self.sigma, threshold_seconds=self.threshold_seconds,
-                        frame_shift_seconds=self.frame_shift_seconds)
-        return {}
-
 
 @dataclass
 class Explanation:
@@ -91,6 +39,28 @@ class Explanation:
     units_per_level: List[int] = field(default_factory=list)
     n_encoder_frames: int = 0
     vocab_size: int = 0
+    #: split-half reliability of the whole map (SPES-normalised, all I rows), Spearman-Brown corrected
+    reliability: float = float("nan")
+    #: I: the same per token row (NaN for a constant row)
+    reliability_per_token: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the maps of the two independent halves of the masks (float32, the saliency's shape)
+    half_maps: Tuple[np.ndarray, ...] = ()
+
+    def reliability_of_rows(self, start: int = 0, stop: Optional[int] = None, pool: Optional[str] = None,
+                            subsampling: Optional[int] = None) -> float:
+        """Reliability of the rows ``start:stop`` as the analysis sees them: SPES per token, then (input
+        maps, ``pool`` given, e.g. ``max2d``) pooled to ``I x T'`` with ``subsampling``.  The analysis
+        view drops the forced prefix and EOS rows: ``reliability_of_rows(prefix_len, -1, ...)``."""
+        if len(self.half_maps) != 2:
+            return float("nan")
+        a, b = (h[start:stop] for h in self.half_maps)
+        if a.shape[0] == 0:
+            return float("nan")
+        if pool is None:
+            return map_reliability(a, b)
+        from ..maps.pooling import aggregate
+
+        return map_reliability(a, b, view=lambda x: aggregate(spes_view(x), pool, subsampling))
 
 
 class Explainer:
@@ -99,7 +69,7 @@ class Explainer:
     def __init__(self, adapter, settings: ExplainSettings, progress: bool = False):
         self.adapter = adapter
         self.settings = settings
-        self.perturbation = build_perturbation(settings.perturbation, **settings.perturbation_kwargs())
+        self.perturbation = build_perturbation(settings.perturbation, settings.options)
         self.scorer = get_scorer(settings.scorer)
         self.progress = progress
 
@@ -124,29 +94,32 @@ class Explainer:
         s = self.settings
         start_time = time.perf_counter()
         if features.ndim != 2 or features.shape[0] == 0:
-            raise ValueError(f"utterance {utt_id!r}: expected non-empty T x F features, got {tuple(features.shape)}")
+            raise InputDataError(f"utterance {utt_id!r}: expected non-empty T x F features, got {tuple(features.shape)}")
         if not torch.isfinite(features).all():
-            raise ValueError(f"utterance {utt_id!r}: the features contain NaN or inf")
+            raise InputDataError(f"utterance {utt_id!r}: the features contain NaN or inf")
         if target_tokens.numel() == 0:
-            raise ValueError(f"utterance {utt_id!r}: empty hypothesis (it needs at least EOS)")
+            raise InputDataError(f"utterance {utt_id!r}: empty hypothesis (it needs at least EOS)")
         target_tokens = target_tokens.to(features.device).long()
         prev = torch.cat([target_tokens.new_tensor([eos]), target_tokens[:-1]]).unsqueeze(0)  # 1 x I
         ctx = self.perturbation.setup(self.adapter, features, prev)
         ref = ctx.ref_logprobs  # I x V
         if vocab_size is not None and ref.shape[-1] != vocab_size:
-            raise ValueError(f"utterance {utt_id!r}: the model predicts {ref.shape[-1]} symbols but the target "
+            raise InputDataError(f"utterance {utt_id!r}: the model predicts {ref.shape[-1]} symbols but the target "
                              f"dictionary has {vocab_size}: model and dictionary do not match")
         if int(target_tokens.max()) >= ref.shape[-1]:
-            raise ValueError(f"utterance {utt_id!r}: token id {int(target_tokens.max())} is outside the model's "
+            raise InputDataError(f"utterance {utt_id!r}: token id {int(target_tokens.max())} is outside the model's "
                              f"vocabulary ({ref.shape[-1]} symbols)")
         if (torch.isnan(ref) | torch.isposinf(ref)).any():  # -inf is fine: probability 0
-            raise ValueError(f"utterance {utt_id!r}: the model's reference log-probabilities (unperturbed input) "
+            raise InputDataError(f"utterance {utt_id!r}: the model's reference log-probabilities (unperturbed input) "
                              "contain NaN or +inf: nothing to compare the perturbed outputs with")
         positional = ref.gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
-        # Two accumulators, masks of even and odd index: the split-half early-stop estimate needs them.
-        halves = [SaliencyAccumulator(target_tokens.numel(), ctx.labels, ctx.units_per_level) for _ in range(2)]
+        # One accumulator per split-half (the design says which masks form independent halves): the
+        # reliability and the early stop need them; the map pools both.
+        halves = [build_estimator(s.estimator, target_tokens.numel(), ctx.labels, ctx.units_per_level, s.p)
+                  for _ in range(2)]
         # Masks are drawn on the CPU and delivered to the features' device: maps do not depend on it.
-        sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device)
+        sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device,
+                              design=s.mask_design)
         monitor = ConvergenceMonitor(s.early_stop, s.early_stop_interval, s.early_stop_min_masks)
         batch = self.mask_batch_size(ctx.n_cells, *ref.shape)
         stops = sorted({int(n) for n in snapshots if 0 < n <= s.n_masks})
@@ -164,10 +137,10 @@ class Explainer:
             masks = sampler.batch(done, limit - done)
             scores = self.scorer(ref, self.perturbation.logprobs(self.adapter, ctx, masks, prev))  # N x I
             for level, rows in masks.rows.items():
-                parity = (rows + done) % 2
                 for half in (0, 1):
-                    sel = (parity == half).nonzero().flatten()
-                    halves[half].add(level, scores[rows[sel]], masks.occluded[level][sel])
+                    sel = (masks.halves[level] == half).nonzero().flatten()
+                    if len(sel):
+                        halves[half].add(level, scores[rows[sel]], masks.occluded[level][sel])
             if bar is not None:
                 bar.update(limit - done)
             done = limit
@@ -180,10 +153,14 @@ class Explainer:
                 break
         if bar is not None:
             bar.close()
+        half_maps = tuple(h.saliency().cpu().numpy().astype(np.float32) for h in halves)
         seconds = time.perf_counter() - start_time
         return Explanation(halves[0].saliency(halves[1]).cpu().numpy().astype(np.float32),
                            positional.cpu().numpy().astype(np.float32), done, seconds, taken,
-                           list(ctx.units_per_level), ctx.n_encoder_frames, int(ref.shape[-1]))
+                           list(ctx.units_per_level), ctx.n_encoder_frames, int(ref.shape[-1]),
+                           reliability=map_reliability(*half_maps),
+                           reliability_per_token=per_token_reliability(*half_maps),
+                           half_maps=half_maps)
 
     def _progress_bar(self, utt_id: str, total: int):
         if not self.progress:

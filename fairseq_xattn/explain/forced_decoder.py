@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..models.encoder_output import encoder_output_lengths
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,7 +73,8 @@ class FairseqForcedDecoder:
         return encoded["encoder_out"][0]
 
     def n_encoder_frames(self, encoded: Dict[str, Any]) -> int:
-        return int(self.encoder_states(encoded).shape[0])
+        """T' of the (one, unpadded) encoded utterance."""
+        return int(encoder_output_lengths(encoded)[0])
 
     @staticmethod
     def _padding_mask(encoded: Dict[str, Any]) -> Optional[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Deterministic occlusion masks: mask ``n`` of an utterance depends only on (seed, utterance id, n).
+"""Deterministic occlusion masks: mask ``n`` of an utterance depends only on (seed, utterance id, n)
+and the mask design (:mod:`.mask_designs`, default ``bernoulli``: the paper's i.i.d. bits).
 
 Masks are drawn in fixed blocks of ``BLOCK`` masks per granularity level, each block from its own
 ``torch.Generator`` seeded by a hash of (seed, utterance id, level, block).  Whatever range of masks a
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
+
+from ..errors import OptionError
+from .mask_designs import build_mask_design
 
 #: Masks per generator block.  Part of the definition of the masks: changing it changes the maps.
 BLOCK = 64
@@ -36,24 +40,27 @@ class MaskBatch:
     """The masks of one forward batch, grouped by level.
 
     ``rows[l]``: LongTensor k_l, positions of the level-l masks within the batch;
-    ``occluded[l]``: BoolTensor ``k_l x S_l``, True where a unit (segment / encoder frame) is occluded.
+    ``occluded[l]``: BoolTensor ``k_l x S_l``, True where a unit (segment / encoder frame) is occluded;
+    ``halves[l]``: LongTensor k_l, the split-half (0/1) of each mask (the design's ``half_of``).
     """
 
     size: int
     rows: Dict[int, torch.Tensor]
     occluded: Dict[int, torch.Tensor]
+    halves: Optional[Dict[int, torch.Tensor]] = None
 
 
 class MaskSampler:
-    """Bernoulli(p) occlusion of ``units_per_level[l]`` units, reproducible per utterance.
+    """Occlusion of ``units_per_level[l]`` units with probability ``p`` (per unit and mask), drawn by
+    the mask design ``design``, reproducible per utterance.
 
     ``device``: where the masks are delivered (the model's device); it never changes their bits.
     """
 
     def __init__(self, units_per_level: Sequence[int], p: float, seed: int, utt_id: str,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = torch.device("cpu"), design: str = "bernoulli"):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"occlusion probability must be in [0, 1], got {p}")
+            raise OptionError(f"occlusion probability must be in [0, 1], got {p}")
         if not units_per_level or min(units_per_level) < 1:
             raise ValueError(f"every level needs at least one unit, got {list(units_per_level)}")
         self.units = [int(u) for u in units_per_level]
@@ -61,6 +68,7 @@ class MaskSampler:
         self.seed = int(seed)
         self.utt_id = str(utt_id)
         self.device = torch.device(device)
+        self.design = build_mask_design(design, self.p)
         self._cache: Dict[tuple, torch.Tensor] = {}
 
     @property
@@ -74,10 +82,10 @@ class MaskSampler:
             # CPU generator whatever the model's device: the bits must not depend on it.
             gen = torch.Generator(device="cpu")
             gen.manual_seed(stable_seed(self.seed, self.utt_id, level, block))
-            draw = torch.rand(BLOCK, self.units[level], generator=gen, device="cpu")
+            bits = self.design.draw_block(gen, BLOCK, self.units[level])
             if len(self._cache) >= 4 * len(self.units):  # a batch spans few blocks: bound memory
                 self._cache.clear()
-            self._cache[key] = draw < self.p
+            self._cache[key] = bits
         return self._cache[key]
 
     def level_masks(self, level: int, start: int, count: int) -> torch.Tensor:
@@ -97,7 +105,7 @@ class MaskSampler:
         """Global masks ``start .. start+count-1`` (level ``n % L``, level index ``n // L``)."""
         L = self.n_levels
         n = torch.arange(start, start + count)
-        rows, occluded = {}, {}
+        rows, occluded, halves = {}, {}, {}
         for level in range(L):
             sel = (n % L == level).nonzero().flatten()
             if len(sel) == 0:
@@ -105,4 +113,5 @@ class MaskSampler:
             first = int(n[sel[0]]) // L
             rows[level] = sel.to(self.device)
             occluded[level] = self.level_masks(level, first, len(sel))
-        return MaskBatch(count, rows, occluded)
+            halves[level] = self.design.half_of(n[sel] // L, n[sel], BLOCK).to(self.device)
+        return MaskBatch(count, rows, occluded, halves)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Type
 
 import torch
 
+from ..errors import OptionError
 from ..geometry import FRAME_SHIFT_SECONDS
 from ..registry import Registry
 from .masks import MaskBatch
@@ -40,7 +41,7 @@ def perturbation_options(name: str, values: Mapping[str, Any] = ()) -> Any:
     known = {f.name for f in fields(options_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"perturbation {name!r} has no option(s) {unknown}; it takes {sorted(known)}")
+        raise OptionError(f"perturbation {name!r} has no option(s) {unknown}; it takes {sorted(known)}")
     return options_cls(**dict(values))
 
 

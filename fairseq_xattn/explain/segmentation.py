@@ -10,6 +10,8 @@ from typing import List, Sequence
 
 import numpy as np
 
+from ..geometry import FRAME_SHIFT_SECONDS
+
 
 class SegmentationError(ValueError):
     """The spectrogram cannot be segmented (empty, not 2-D, not finite)."""
@@ -25,7 +27,7 @@ def rescale_min_max(spectrogram: np.ndarray) -> np.ndarray:
 
 
 def n_segments_for(n_frames: int, patches_per_second: float, threshold_seconds: float,
-                   frame_shift_seconds: float = 0.01) -> int:
+                   frame_shift_seconds: float = FRAME_SHIFT_SECONDS) -> int:
     """Segments requested for an utterance: ``round(pps * min(duration, threshold))``, at least 1."""
     duration = n_frames * frame_shift_seconds
     return max(1, int(round(patches_per_second * min(duration, threshold_seconds))))
@@ -53,10 +55,10 @@ def slic_labels(spectrogram: np.ndarray, n_segments: int, compactness: float = 0
     return consecutive.reshape(x.shape).astype(np.int64)
 
 
-def multi_level_labels(spectrogram: np.ndarray, patches_per_second: Sequence[float] = (400, 500, 600),
-                       compactness: float = 0.1, sigma: float = 0.0, threshold_seconds: float = 7.5,
-                       frame_shift_seconds: float = 0.01) -> List[np.ndarray]:
-    """MFPP: one ``T x F`` label map per granularity level (patches per second of audio)."""
+def multi_level_labels(spectrogram: np.ndarray, patches_per_second: Sequence[float], compactness: float,
+                       sigma: float, threshold_seconds: float, frame_shift_seconds: float) -> List[np.ndarray]:
+    """MFPP: one ``T x F`` label map per granularity level (patches per second of audio); the defaults
+    are those of the ``input_slic`` perturbation (:class:`~.perturbations.InputSlicOptions`)."""
     n_frames = int(np.shape(spectrogram)[0])
     return [
         slic_labels(spectrogram, n_segments_for(n_frames, pps, threshold_seconds, frame_shift_seconds),

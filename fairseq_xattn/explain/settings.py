@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import OptionError
 from .mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES
 from .perturbations import PERTURBATIONS, perturbation_options
 from .targets import TARGETS
@@ -66,10 +67,10 @@ class ExplainSettings:
             self.perturbation = target.perturbation
         perturbation = PERTURBATIONS.get(self.perturbation)
         if perturbation.target != self.target:
-            raise ValueError(f"perturbation {self.perturbation!r} explains target {perturbation.target!r}, "
+            raise OptionError(f"perturbation {self.perturbation!r} explains target {perturbation.target!r}, "
                              f"not {self.target!r}")
         if self.n_masks < 1:
-            raise ValueError(f"--explain-masks must be >= 1 (got {self.n_masks})")
+            raise OptionError(f"--explain-masks must be >= 1 (got {self.n_masks})")
         self.options = dataclasses.asdict(perturbation_options(self.perturbation, self.options))
 
     def store_meta(self) -> Dict[str, Any]:
@@ -146,7 +147,7 @@ def settings_from_config(cfg) -> ExplainSettings:
             try:
                 value = [float(x) for x in value.split(",") if x.strip()]
             except ValueError:
-                raise ValueError(f"--{flag.replace('_', '-')} {value!r}: expected comma-separated numbers, "
+                raise OptionError(f"--{flag.replace('_', '-')} {value!r}: expected comma-separated numbers, "
                                  f"e.g. {','.join(f'{x:g}' for x in f.default)}") from None
         if owner == "settings":
             common[f.name] = str(value) if f.name == "target" else value

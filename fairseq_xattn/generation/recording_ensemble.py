@@ -19,16 +19,8 @@ import torch
 from fairseq.sequence_generator import EnsembleModel
 from torch import Tensor
 
+from ..models.encoder_output import encoder_output_lengths
 from .capture import CrossAttentionCapture
-
-
-def encoder_output_lengths(encoder_out: Dict[str, List[Tensor]]) -> Tensor:
-    """Unpadded encoder frames per utterance (``B``) from a fairseq encoder-output dict."""
-    states = encoder_out["encoder_out"][0]  # T' x B x D
-    masks = encoder_out.get("encoder_padding_mask") or []
-    if len(masks) > 0 and masks[0] is not None and masks[0].numel() > 0:
-        return (~masks[0].bool()).sum(dim=1)  # padding mask: B x T', True at padding
-    return torch.full((states.size(1),), states.size(0), dtype=torch.long, device=states.device)
 
 
 class RecordingEnsembleModel(EnsembleModel):

@@ -29,6 +29,7 @@ import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
+from ..errors import OptionError
 from .recorder import TEACHER_FORCED_REFERENCE, CrossAttentionRecorder, ForcedSequences
 from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
 from .run_settings import search_settings
@@ -107,12 +108,12 @@ class RecordingTaskMixin(GenerationTaskSupport):
         print_alignment = getattr(args, "print_alignment", None)
         print_alignment = None if print_alignment is None else str(print_alignment)
         if self.recording_option("teacher_forced") and not self.records_cross_attention:
-            raise ValueError("--teacher-forced needs --record-cross-attn OUT_DIR (where to store the attention)")
+            raise OptionError("--teacher-forced needs --record-cross-attn OUT_DIR (where to store the attention)")
         if not self.records_cross_attention and not print_alignment:
             return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
                                            extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs)
         if getattr(args, "score_reference", False):
-            raise ValueError("--record-cross-attn / --print-alignment cannot be used with --score-reference; "
+            raise OptionError("--record-cross-attn / --print-alignment cannot be used with --score-reference; "
                              "use --teacher-forced reference to record the attention of the references")
         with _without_print_alignment(args):
             stock = super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
@@ -175,7 +176,7 @@ class RecordingTaskMixin(GenerationTaskSupport):
     # -- teacher forcing ----------------------------------------------------------------------------
     def _teacher_forced_hypos(self, generator, models, sample) -> List[List[Dict]]:
         if len(models) != 1:
-            raise ValueError(f"--teacher-forced records one model, got an ensemble of {len(models)}")
+            raise OptionError(f"--teacher-forced records one model, got an ensemble of {len(models)}")
         sequences = self._forced_sequences(sample)
         tgt_dict = self.target_dictionary
         out = teacher_forced_pass(models[0], sample["net_input"], sequences, tgt_dict.pad(), generator.eos)
@@ -195,7 +196,7 @@ class RecordingTaskMixin(GenerationTaskSupport):
         tgt_dict = self.target_dictionary
         if source == TEACHER_FORCED_REFERENCE:
             if sample.get("target") is None:
-                raise ValueError("--teacher-forced reference: the batch has no targets (a split without tgt_text?)")
+                raise OptionError("--teacher-forced reference: the batch has no targets (a split without tgt_text?)")
             return [t[t.ne(tgt_dict.pad())] for t in sample["target"]]
         if getattr(self, "_forced", None) is None:
             self._forced = ForcedSequences(source, tgt_dict, self.encode_text)

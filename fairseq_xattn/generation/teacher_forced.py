@@ -13,7 +13,7 @@ from fairseq.data import data_utils
 from torch import Tensor, nn
 
 from .capture import CrossAttentionCapture
-from .recording_ensemble import encoder_output_lengths
+from ..models.encoder_output import encoder_output_lengths
 
 
 @dataclass

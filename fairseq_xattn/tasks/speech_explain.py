@@ -25,6 +25,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from omegaconf import II
 
+from ..errors import InputDataError, OptionError
 from ..explain.explainer import Explainer
 from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
@@ -93,7 +94,7 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
             # fairseq-generate passes only distributed ranks; --num-shards/--shard-id shard here.
             num_shards, shard_id = cfg_shards, _cfg_int(self.cfg, "shard_id", 0)
             if not 0 <= shard_id < num_shards:
-                raise ValueError(f"--shard-id {shard_id} must be in [0, --num-shards {num_shards})")
+                raise OptionError(f"--shard-id {shard_id} must be in [0, --num-shards {num_shards})")
         self._shard = (int(shard_id), int(num_shards))
         return super().get_batch_iterator(dataset, *args, num_shards=num_shards, shard_id=shard_id, **kwargs)
 
@@ -101,13 +102,13 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
     def _hypothesis_source(self) -> HypothesisSource:
         if self._hypotheses is None:
             if not self.cfg.explain_hypotheses:
-                raise ValueError("--task speech_explain needs --explain-hypotheses (a recording store or a TSV)")
+                raise OptionError("--task speech_explain needs --explain-hypotheses (a recording store or a TSV)")
             self._hypotheses = HypothesisSource(self.cfg.explain_hypotheses, self.target_dictionary)
         return self._hypotheses
 
     def store_path(self) -> Path:
         if not self.cfg.explain_store:
-            raise ValueError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
+            raise OptionError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
         return shard_store_path(self.cfg.explain_store, *self._shard)
 
     def _store_writer(self, models):
@@ -140,7 +141,7 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
 
     def _explainer_for(self, models) -> Explainer:
         if len(models) != 1:
-            raise ValueError(f"--task speech_explain explains one model, got an ensemble of {len(models)} (--path)")
+            raise OptionError(f"--task speech_explain explains one model, got an ensemble of {len(models)} (--path)")
         if self._explainer is None or self._explainer.adapter.model is not models[0]:
             adapter = FairseqForcedDecoder(models[0], kv_reuse=self.settings.kv_reuse)
             self._subsampling = getattr(models[0].encoder, "subsampling_factor", None)
@@ -171,7 +172,7 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
             if utt_id in self._stored:
                 meta = self._stored[utt_id]
                 if meta["tokens"] != hyp.tokens:
-                    raise ValueError(f"{self.store_path()}: utterance {utt_id!r} was explained for tokens "
+                    raise InputDataError(f"{self.store_path()}: utterance {utt_id!r} was explained for tokens "
                                      f"{meta['token_strings']} but --explain-hypotheses now gives {hyp.token_strings}")
             else:
                 features = src[b, :lengths[b]]  # T x F without the batch's padding: batch-independent

@@ -29,6 +29,7 @@ from fairseq.tasks.fairseq_task import LegacyFairseqTask
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import II, MISSING, DictConfig, open_dict
 
+from ..errors import MissingFileError, OptionError
 from ..language_tags import is_lang_tag
 from ..data.s2t_ctc_dataset import SpeechToTextCtcConcatDataset, build_tokenizer_from_config, load_s2t_ctc_dataset
 from ..generation.task_mixin import RecordingConfig, RecordingTaskMixin
@@ -95,30 +96,30 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
         cfg_src_bpe = self.data_cfg.config.get("src_bpe_tokenizer")
         self.src_bpe_tokenizer_cfg = self.data_cfg._auto_convert_to_abs_path(cfg_src_bpe) if cfg_src_bpe else None
         if not 0.0 <= float(cfg.multitask_asr_prob) <= 1.0:
-            raise ValueError(f"--multitask-asr-prob must be in [0, 1], got {cfg.multitask_asr_prob}")
+            raise OptionError(f"--multitask-asr-prob must be in [0, 1], got {cfg.multitask_asr_prob}")
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
         data = Path(cfg.data)
         yaml_path = data / cfg.config_yaml
         if not yaml_path.is_file():
-            raise FileNotFoundError(f"data configuration not found: {yaml_path} (is {data} a folder made by xattn prep?)")
+            raise MissingFileError(f"data configuration not found: {yaml_path} (is {data} a folder made by xattn prep?)")
         data_cfg = S2TDataConfig(yaml_path)
         tgt_path = data / data_cfg.vocab_filename
         if not tgt_path.is_file():
-            raise FileNotFoundError(f"target dictionary not found: {tgt_path} (vocab_filename in {yaml_path})")
+            raise MissingFileError(f"target dictionary not found: {tgt_path} (vocab_filename in {yaml_path})")
         tgt_dict = Dictionary.load(str(tgt_path))
         src_name = data_cfg.config.get("src_vocab_filename")
         src_dict = None
         if src_name:
             if not (data / src_name).is_file():
-                raise FileNotFoundError(f"source dictionary not found: {data / src_name} (src_vocab_filename in {yaml_path})")
+                raise MissingFileError(f"source dictionary not found: {data / src_name} (src_vocab_filename in {yaml_path})")
             src_dict = CtcSourceDictionary.load(str(data / src_name))
         logger.info(f"target dictionary: {len(tgt_dict)} types; source (CTC) dictionary: "
                     f"{len(src_dict) if src_dict is not None else 'same as target'}")
         train_subset = getattr(cfg, "train_subset", None)
         if isinstance(train_subset, str) and not all(s.startswith("train") for s in train_subset.split(",")):
-            raise ValueError(f'training splits must be named "train*", got --train-subset {train_subset}')
+            raise OptionError(f'training splits must be named "train*", got --train-subset {train_subset}')
         return cls(cfg, tgt_dict, src_dict)
 
     # --- dictionaries -------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
 
         prefix = getattr(cfg, "ignore_prefix_size", None)
         if self.data_cfg.prepend_tgt_lang_tag and prefix is not None and prefix != 1:
-            raise ValueError("config.yaml prepends the target language tag: set --ignore-prefix-size 1 "
+            raise OptionError("config.yaml prepends the target language tag: set --ignore-prefix-size 1 "
                              "(the tag is given as a prefix at inference, not predicted)")
         return criterions.build_criterion(cfg, self)
 
@@ -212,7 +213,7 @@ def check_model_is_registered(cfg) -> None:
     if name is None or name in ARCH_MODEL_REGISTRY or name in MODEL_REGISTRY or name in MODEL_DATACLASS_REGISTRY:
         return
     ours = sorted(k for k, v in ARCH_MODEL_REGISTRY.items() if v.__module__.startswith("fairseq_xattn"))
-    raise ValueError(
+    raise OptionError(
         f"unknown model architecture {name!r}: no loaded fairseq module registers it. If the checkpoint "
         f"comes from another plugin, pass that plugin's --user-dir as well; fairseq-xattn provides "
         f"{', '.join(ours)}.")

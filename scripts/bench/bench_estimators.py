@@ -115,8 +115,10 @@ def load(args):
 
 
 def run_masks(adapter, perturbation, scorer, ctx, prev, ref, utt_id: str, p: float, seed: int, design: str,
-              estimators: Sequence[str], snapshots: Sequence[int], batch: int, halves: bool = False):
-    """One run of ``max(snapshots)`` masks fed to every estimator; {estimator: {N: (map, half_a, half_b)}}."""
+              estimators: Sequence[str], snapshots: Sequence[int], batch: int, halves: bool = False,
+              keep_level0: Optional[list] = None):
+    """One run of ``max(snapshots)`` masks fed to every estimator; {estimator: {N: (map, half_a, half_b)}}.
+    ``keep_level0``: a list that receives (bits, scores) of the level-0 masks (for the additivity check)."""
     from fairseq_xattn.explain.estimators import build_estimator
     from fairseq_xattn.explain.masks import MaskSampler
 
@@ -130,6 +132,8 @@ def run_masks(adapter, perturbation, scorer, ctx, prev, ref, utt_id: str, p: flo
         limit = min(done + batch, next(n for n in stops if n > done))
         masks = sampler.batch(done, limit - done)
         scores = scorer(ref, perturbation.logprobs(adapter, ctx, masks, prev))
+        if keep_level0 is not None and 0 in masks.rows:
+            keep_level0.append((masks.occluded[0].cpu().numpy(), scores[masks.rows[0]].cpu().numpy()))
         for level, rows in masks.rows.items():
             for h in (0, 1):
                 sel = (masks.halves[level] == h).nonzero().flatten()
@@ -142,6 +146,21 @@ def run_masks(adapter, perturbation, scorer, ctx, prev, ref, utt_id: str, p: flo
                 full = a.saliency(b).cpu().numpy()
                 out[e][done] = (full, a.saliency().cpu().numpy(), b.saliency().cpu().numpy()) if halves else (full,)
     return out
+
+
+def additive_share(kept: list) -> float:
+    """Out-of-sample R^2 of a ridge-regularised additive model of the score on the mask bits (fit on the
+    first 2/3 of the level-0 masks, tested on the rest), mean over tokens: the share of the score's
+    variance that any estimator using the bits linearly can remove (regression gain <= 1 / (1 - R^2))."""
+    bits = np.concatenate([b for b, _ in kept]).astype(np.float64)
+    scores = np.concatenate([s for _, s in kept]).astype(np.float64)
+    n_fit = len(bits) * 2 // 3
+    x = np.hstack([np.ones((len(bits), 1)), bits - bits[:n_fit].mean(0)])
+    gram = x[:n_fit].T @ x[:n_fit] + np.eye(x.shape[1])
+    w = np.linalg.solve(gram, x[:n_fit].T @ scores[:n_fit])
+    resid = scores[n_fit:] - x[n_fit:] @ w
+    var = scores[n_fit:].var(0)
+    return float(np.mean([1 - resid[:, t].var() / var[t] for t in range(scores.shape[1]) if var[t] > 0]))
 
 
 def analysis_saliency(sal: np.ndarray, utt: Utterance, target: str) -> np.ndarray:
@@ -177,6 +196,7 @@ def masks_to_match(curve: Dict[int, float], goal: float) -> Optional[float]:
 def main(argv=None) -> int:
     args = resolve_defaults(parse_args(argv))
     torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)  # inference only (the explainer runs under no_grad too)
     from fairseq_xattn.explain.convergence import map_correlation, predicted_correlation
     from fairseq_xattn.explain.estimators import ESTIMATORS
     from fairseq_xattn.explain.explainer import Explainer
@@ -209,7 +229,7 @@ def main(argv=None) -> int:
         curves = {(d, e): {n: [] for n in Ns} for d in designs for e in estimators}
         predicted = {(d, e): {n: [] for n in Ns} for d in designs for e in estimators}
         ca_curves = {(d, e): {n: [] for n in Ns} for d in designs for e in estimators}
-        ca_ref, ref_rel, seconds = [], [], {}
+        ca_ref, ref_rel, seconds, r2 = [], [], {}, []
         for utt in utts:
             features = utt.features
             tokens = utt.tokens
@@ -233,8 +253,11 @@ def main(argv=None) -> int:
             for design in designs:
                 stops = [n for n in Ns if n <= caps.get(design, Ns[-1])]
                 t0 = time.perf_counter()
+                kept = [] if design == "bernoulli" else None
                 maps = run_masks(adapter, perturbation, scorer, ctx, prev, ref, utt.utt_id, p, 1, design,
-                                 estimators, stops, batch, halves=True)
+                                 estimators, stops, batch, halves=True, keep_level0=kept)
+                if kept:
+                    r2.append(additive_share(kept))
                 seconds[design] = seconds.get(design, 0.0) + time.perf_counter() - t0
                 for e in estimators:
                     for n, (full, half_a, half_b) in maps[e].items():
@@ -242,12 +265,15 @@ def main(argv=None) -> int:
                         predicted[(design, e)][n].append(predicted_correlation(map_correlation(half_a, half_b)))
                         if utt.attention is not None:
                             ca_curves[(design, e)][n].append(ca_correlation(full, utt, target))
-            print(f"  [{target}] {utt.utt_id}: reference reliability {rel:.4f}; seconds so far "
+            print(f"  [{target}] {utt.utt_id}: reference reliability {rel:.4f}; additive R^2 {r2[-1]:.3f}; "
+                  f"seconds so far "
                   + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), flush=True)
 
         rel_mean = float(np.mean(ref_rel))
         print(f"\n## target {target} (p {p}), {len(utts)} utterance(s); reference reliability {rel_mean:.4f} "
-              f"(a perfect map would reach r = {math.sqrt(rel_mean):.4f})\n")
+              f"(a perfect map would reach r = {math.sqrt(rel_mean):.4f}); additive share of the score variance "
+              f"(out-of-sample R^2, level 0) {np.mean(r2):.3f}: at most {1 / max(1e-9, 1 - np.mean(r2)):.2f}x less "
+              f"variance for a linear-in-the-bits estimator\n")
         print("r(map with N masks, reference), mean over utterances (SPES-normalised maps):\n")
         print("| design | estimator | " + " | ".join(str(n) for n in Ns) + " |")
         print("|---|---|" + "---|" * len(Ns))

@@ -15,8 +15,8 @@ Example (a checkpoint and data folder of your own)::
     python scripts/bench/bench_recording.py --data DATA --path ckpt.pt --task speech_to_text_ctc \\
         --subset test --repeats 5 -- --beam 5 --max-tokens 20000
 
-or, with nothing at hand, ``--tiny WORKDIR`` writes the tiny synthetic dataset of the tests (with
-``--tiny-utterances`` test utterances) and trains its tiny s2t_transformer (about a minute).
+or, with nothing at hand, ``--tiny WORKDIR`` builds a small synthetic espeak corpus (with
+``--tiny-utterances`` test utterances) and trains an xattn_conformer_tiny on it (a few minutes; cached).
 Goal of issue 5: recording costs at most 15% more generation time.
 """
 from __future__ import annotations
@@ -117,23 +117,17 @@ def in_process(base_cmd: List[str], extra: List[str], repeats: int, float16: boo
 
 
 def prepare_tiny(workdir: Path, n_test: int):
-    sys.path.insert(0, str(REPO))
-    from tests.fixtures.tiny_s2t import train_tiny_checkpoint, write_tiny_s2t_dataset
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_setup import tiny_model
 
-    data, ckpt = workdir / "data", workdir / "ckpt" / "checkpoint_last.pt"
-    if not (data / "config.yaml").exists():
-        write_tiny_s2t_dataset(data, splits={"train": 64, "test": n_test})
-    if not ckpt.exists():
-        print(f"training the tiny checkpoint in {ckpt.parent} ...", flush=True)
-        train_tiny_checkpoint(data, ckpt.parent)
-    return data, ckpt
+    return tiny_model(workdir, size=max(200, n_test), eval_size=n_test)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="data folder (fairseq S2T manifests + config.yaml)")
     parser.add_argument("--path", type=Path, help="checkpoint")
-    parser.add_argument("--tiny", type=Path, metavar="WORKDIR", help="build the tests' tiny dataset and model here")
+    parser.add_argument("--tiny", type=Path, metavar="WORKDIR", help="build a tiny dataset and model here (scripts/bench/tiny_setup.py)")
     parser.add_argument("--tiny-utterances", type=int, default=200, help="test utterances of --tiny (default 200)")
     parser.add_argument("--task", default="speech_to_text_ctc")
     parser.add_argument("--subset", default="test")

@@ -83,7 +83,7 @@ def test_infer_tgt_lang_picks_the_target_of_a_multilingual_model(tmp_path):
     from pathlib import Path
 
     from fairseq_xattn.analysis.decoding import DecodingConfig, FairseqDecodingSession
-    from fairseq_xattn.data.tiny_dataset import make_tiny_dataset
+    from tests.fixtures.tiny_dataset import make_tiny_dataset
 
     data = make_tiny_dataset(tmp_path / "d", size=14, seed=3, eval_size=2, vocab_size=120)
     save = tmp_path / "ckpt"

@@ -20,7 +20,7 @@ SMALL_MODEL = ["--arch", "xattn_conformer_tiny", "--encoder-layers", "2", "--dec
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from fairseq_xattn.data.tiny_dataset import make_tiny_dataset
+    from tests.fixtures.tiny_dataset import make_tiny_dataset
 
     return make_tiny_dataset(tmp_path_factory.mktemp("xattn_e2e"), size=8, seed=5, eval_size=2, vocab_size=100)
 

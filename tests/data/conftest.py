@@ -5,7 +5,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_corpus_and_data(tmp_path_factory):
     """(corpus folder, prepared data folder): 12 sentence pairs, dev/test/test_voices 2 each."""
-    from fairseq_xattn.data.tiny_dataset import make_tiny_dataset
+    from tests.fixtures.tiny_dataset import make_tiny_dataset
 
     root = tmp_path_factory.mktemp("tiny_espeak")
     data = make_tiny_dataset(root, size=12, seed=5)

@@ -36,7 +36,7 @@ def test_bad_timings_are_named(tmp_path):
     (tmp_path / "timings").mkdir()
     bad = {"id": "u1", "duration": 1.0, "words": [{"word": "a", "start": 0.5, "end": 0.4}]}
     (tmp_path / "timings" / "x.jsonl").write_text(json.dumps(bad) + "\n")
-    with pytest.raises(ValueError, match=r"x.jsonl, line 1 \(id 'u1'\): word .* out of order"):
+    with pytest.raises(ValueError, match=r"x.jsonl, line 1 \(id 'u1'\), word 0: .* out of order"):
         load_word_timings(tmp_path, "x")
     with pytest.raises(FileNotFoundError, match="no word timings for split 'y'"):
         load_word_timings(tmp_path, "y")

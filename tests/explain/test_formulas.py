@@ -1,4 +1,5 @@
 """The formulas of docs/method.md sections 2-4 on hand-computed tiny cases."""
+import dataclasses
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from fairseq_xattn.explain.accumulator import SaliencyAccumulator
+from fairseq_xattn.explain.perturbations import InputSlicOptions
 from fairseq_xattn.maps.normalisers import normalise, paired_min_max, single_mean_std
 from fairseq_xattn.explain.scorers import get_scorer
 from fairseq_xattn.explain.segmentation import n_segments_for, slic_labels, multi_level_labels, SegmentationError
@@ -69,7 +71,7 @@ def test_segment_counts_per_duration(frames, pps, expected):
 def test_slic_labels_are_consecutive_and_at_most_requested():
     rng = np.random.default_rng(0)
     spec = rng.standard_normal((120, 80))
-    for labels, pps in zip(multi_level_labels(spec), (400, 500, 600)):
+    for labels, pps in zip(multi_level_labels(spec, **dataclasses.asdict(InputSlicOptions())), (400, 500, 600)):
         assert labels.shape == (120, 80)
         n = labels.max() + 1
         assert set(np.unique(labels)) == set(range(n))

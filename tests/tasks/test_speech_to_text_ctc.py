@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Tiny espeak data: train 10 utterances, dev/test/test_voices 2 each (en audio, it translations)."""
-    from fairseq_xattn.data.tiny_dataset import make_tiny_dataset
+    from tests.fixtures.tiny_dataset import make_tiny_dataset
 
     return make_tiny_dataset(tmp_path_factory.mktemp("s2t_ctc"), size=14, seed=3, eval_size=2, vocab_size=120)
 
