@@ -56,13 +56,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["fairseq_xattn", "fairseq_xattn.*"]),
+    # the explorer's page template, inlined into every `xattn view` output
+    package_data={"fairseq_xattn.analysis.viewer": ["template.html", "viewer.js", "viewer.css"]},
     install_requires=FAIRSEQ_RUNTIME + OURS,
     extras_require={
         # transformers and ctranslate2: the Whisper equivalence tests build random models and convert them
         # with both libraries' own code (neither pulls torch: ours is installed first); selenium drives the
         # Debian chromium of scripts/install_browser.sh in the viewer's browser test.
         "test": ["pytest>=7", "pytest-timeout", "transformers>=4.40", "ctranslate2>=4.0", "huggingface_hub>=0.20",
-                 "selenium>=4.10"],
+                 "selenium==4.51.0"],
         # `xattn whisper-import openai/whisper-tiny.en` downloads from the Hugging Face hub (needs network)
         "hub": ["huggingface_hub>=0.20"],
         # COMET is optional: it pulls pytorch-lightning and transformers, and needs a local model.

@@ -26,6 +26,8 @@ SUBCOMMANDS = {
     "correlate": ("fairseq_xattn.analysis.correlate_cli", "Pearson r between cross-attention and saliency stores"),
     "faithfulness": ("fairseq_xattn.analysis.faithfulness_cli", "deletion/insertion curves, AUC and size of explanations"),
     "plot": ("fairseq_xattn.analysis.plot_cli", "figures: saliency vs attention per utterance, correlation grids, curves"),
+    "view": ("fairseq_xattn.analysis.viewer.cli",
+             "one self-contained HTML file to explore attention, saliency and word times per utterance"),
     "timestamps": ("fairseq_xattn.analysis.timestamps.cli",
                    "word timestamps from attention, saliency or CTC, and their evaluation against true times"),
     "store": ("fairseq_xattn.stores.cli", "inspect, merge and export attention/saliency stores"),

@@ -12,7 +12,8 @@ have_browser() {
 }
 
 report() {
-  echo "[browser] ok: $(chromium --version 2>/dev/null | head -1) / $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+  echo "[browser] ok: $(chromium --version 2>/dev/null | head -1) /" \
+    "$(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
 }
 
 if have_browser; then
