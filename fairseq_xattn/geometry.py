@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional
 
+from .errors import UserError
+
 #: Seconds between input frames (the filterbank / log-mel hop).
 FRAME_SHIFT_SECONDS = 0.01
 #: Subsampling of our Conformer (``xattn_conformer``): two stride-2 convolutions.
@@ -25,7 +27,7 @@ WHISPER_SUBSAMPLING = 2
 SAMPLE_RATE = 16000
 
 
-class GeometryError(ValueError):
+class GeometryError(UserError, ValueError):
     """Frame counts that no subsampling explains."""
 
 

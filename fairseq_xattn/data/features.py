@@ -13,7 +13,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from ..errors import UserError
-from ..geometry import SAMPLE_RATE, FRAME_SHIFT_SECONDS
+from ..geometry import FRAME_SHIFT_SECONDS, SAMPLE_RATE
 
 N_MEL_BINS = 80
 FRAME_LENGTH_MS = 25.0
@@ -24,9 +24,8 @@ class AudioError(UserError, ValueError):
     """An audio file that cannot be read or holds no usable audio."""
 
 
-def load_audio(path: Union[str, Path], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a wav/flac/ogg file (any sample rate, any channel count) as mono float32 in [-1, 1]
-    at ``sample_rate`` Hz.  Shape ``N``."""
+def read_audio_file(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+    """A wav/flac/ogg file as mono float32 in [-1, 1] (channels averaged), ``N``, and its sample rate."""
     import soundfile as sf
 
     path = Path(path)
@@ -39,6 +38,13 @@ def load_audio(path: Union[str, Path], sample_rate: int = SAMPLE_RATE) -> np.nda
     if audio.shape[0] == 0:
         raise AudioError(f"audio file {path} holds no samples")
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def load_audio(path: Union[str, Path], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a wav/flac/ogg file (any sample rate, any channel count) as mono float32 in [-1, 1]
+    at ``sample_rate`` Hz.  Shape ``N``."""
+    audio, sr = read_audio_file(path)
     if sr != sample_rate:
         import soxr
 

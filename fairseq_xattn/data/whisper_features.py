@@ -28,7 +28,7 @@ import numpy as np
 
 from ..geometry import SAMPLE_RATE
 
-from .features import AudioError
+from .features import AudioError, read_audio_file
 
 N_FFT = 400
 HOP_LENGTH = 160
@@ -142,22 +142,11 @@ def silence_value(features) -> float:
 def read_audio(path: Union[str, Path]) -> np.ndarray:
     """A wav/flac file as mono float32 at 16 kHz (channels averaged, as Whisper's ffmpeg call does).
     No resampling: any other rate is an :class:`AudioError` naming the file."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
-        raise AudioError(f"cannot read audio file {path}: {e}") from e
+    audio, rate = read_audio_file(path)
     if rate != SAMPLE_RATE:
         raise AudioError(f"{path}: sample rate {rate} Hz; Whisper features need {SAMPLE_RATE} Hz audio "
                          "(resample it first, e.g. sox IN -r 16000 OUT)")
-    if audio.shape[0] == 0:
-        raise AudioError(f"audio file {path} holds no samples")
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return audio
 
 
 def audio_file_log_mel(path: Union[str, Path], n_mels: int = 80) -> np.ndarray:

@@ -14,6 +14,7 @@ from fairseq.models.transformer import Embedding
 from fairseq.utils import get_available_activation_fns, safe_getattr
 from omegaconf import OmegaConf, open_dict
 
+from .dataclass_config import complete_dataclass_config
 from .conformer_encoder import ConformerEncoder
 from .ctc_head import CtcHead
 from .decoder import XattnTransformerDecoder
@@ -59,18 +60,8 @@ class XattnConformerConfig(FairseqDataclass):
 
 
 def complete_config(cfg) -> XattnConformerConfig:
-    """Fill every field missing from ``cfg`` (argparse Namespace, DictConfig or dataclass) with its
-    default: fairseq applies arch functions to partial configs (``_name: xattn_conformer_tiny`` in a
-    hydra yaml), so build_model cannot assume the dataclass was merged."""
-    if isinstance(cfg, XattnConformerConfig):
-        return cfg
-    values = {}
-    for f in fields(XattnConformerConfig):
-        if f.name.startswith("_"):
-            continue
-        value = safe_getattr(cfg, f.name, None)
-        values[f.name] = f.default if value is None else value
-    return XattnConformerConfig(**values)
+    """Every field of ``cfg``, missing ones at their defaults (:func:`complete_dataclass_config`)."""
+    return complete_dataclass_config(XattnConformerConfig, cfg)
 
 
 @register_model("xattn_conformer", dataclass=XattnConformerConfig)

@@ -13,14 +13,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Dict
 
 from ...errors import UserError
-from ...geometry import GeometryError
 from ...maps.pooling import AGGREGATORS
-from ...stores import StoreError
 from .alignment import TIMESTAMP_METHODS
 from .evaluate import DEFAULT_COLLAR, markdown_table, score_systems
 from .formats import OUTPUT_FORMATS, read_json_lines, write_outputs
@@ -115,13 +112,9 @@ def _slug(name: str) -> str:
 
 
 def main(args) -> int:
-    try:
-        if getattr(args, "action", None) == "evaluate":
-            return _evaluate(args)
-        return _produce(args)
-    except (UserError, StoreError, GeometryError) as e:
-        sys.stderr.write(f"xattn timestamps: error: {e}\n")
-        return 2
+    if getattr(args, "action", None) == "evaluate":
+        return _evaluate(args)
+    return _produce(args)
 
 
 def _produce(args) -> int:

@@ -147,6 +147,8 @@ def score_system(name: str, hypotheses: Mapping[str, UtteranceTimestamps], refer
            "end_mean_ms": 1000 * _mean(end), "end_median_ms": 1000 * _median(end)}
     for t in THRESHOLDS_MS:
         row[f"within_{t}ms"] = 100.0 * float(np.mean(boundaries <= t / 1000 + _TOL)) if len(boundaries) else float("nan")
+    starts = np.asarray(start, dtype=np.float64)
+    row["start_within_100ms"] = 100.0 * float(np.mean(starts <= 0.1 + _TOL)) if len(starts) else float("nan")
     row["collar_ms"] = 1000 * collar
     row["f1"] = 100.0 * f1
     return row

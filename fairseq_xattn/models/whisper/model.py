@@ -56,6 +56,7 @@ from fairseq.utils import safe_getattr
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
+from ..dataclass_config import complete_dataclass_config
 from ...geometry import WHISPER_SUBSAMPLING
 from ...errors import UserError
 from ...data.whisper_features import DYNAMIC_RANGE, SILENCE_FLOOR
@@ -103,17 +104,8 @@ DIMS_FIELDS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audi
 
 
 def complete_config(cfg) -> WhisperConfig:
-    """Every field of ``cfg`` (argparse Namespace, DictConfig or dataclass), missing ones at their
-    defaults (fairseq applies arch functions to partial configs)."""
-    if isinstance(cfg, WhisperConfig):
-        return cfg
-    values = {}
-    for f in fields(WhisperConfig):
-        if f.name.startswith("_"):
-            continue
-        value = safe_getattr(cfg, f.name, None)
-        values[f.name] = f.default if value is None else value
-    return WhisperConfig(**values)
+    """Every field of ``cfg``, missing ones at their defaults (:func:`complete_dataclass_config`)."""
+    return complete_dataclass_config(WhisperConfig, cfg)
 
 
 def format_alignment_heads(heads: Optional[List[Tuple[int, int]]]) -> Optional[str]:
