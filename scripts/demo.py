@@ -47,12 +47,14 @@ class Budget:
     faithfulness_utterances: int = 12
     figures: int = 3                  # utterances drawn
     max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
+    timestamp_heads: tuple = ("all", "layers", "heads", "auto")  # auto: chosen on dev (needs matched words)
 
 
 QUICK = Budget(corpus_size=60, eval_size=6, vocab_size=60, st_vocab_size=90, max_update=12, train_minutes=10.0,
                st_max_update=12, st_train_minutes=10.0, save_interval_updates=6,
                average_last=2, max_tokens=6000, explain_utterances=3, input_masks=24,
-               encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12)
+               encoder_masks=24, faithfulness_utterances=2, figures=1, max_len_b=12,
+               timestamp_heads=("all", "layers"))
 
 
 class Pipeline:
@@ -147,6 +149,8 @@ class Track:
     train_minutes: float
     aggregations: List[str]           # SM^X poolings correlated (the first also in faithfulness)
     extra_decodes: Dict[str, List] = None  # name -> fairseq-generate options: more decodes to score with WER
+    timestamps: bool = False          # word timestamps study (ASR: the hypotheses are transcripts)
+    raw: Path = None                  # the raw manifests prep read (audio for the explorer)
 
     def work(self, p: "Pipeline", name: str) -> Path:
         return p.work / f"{self.prefix}{name}"
@@ -173,7 +177,7 @@ def asr_track(p: Pipeline, corpus: Path) -> Track:
                   splits=["test", "test_voices"], gen_args=[], metrics=["wer"], normaliser="whisper_english",
                   faithfulness_scorer="wer_max", train_overrides=["task.multitask_asr_prob=1.0"],
                   max_update=p.budget.max_update, train_minutes=p.budget.train_minutes,
-                  aggregations=["max2d", "avg2d", "maxfreq_avgtime"])
+                  aggregations=["max2d", "avg2d", "maxfreq_avgtime"], timestamps=True, raw=raw)
 
     def asr_manifests():
         raw.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ def st_track(p: Pipeline, corpus: Path) -> Track:
                   train_overrides=["task.multitask_asr_prob=0.5", "++criterion.ignore_prefix_size=1"],
                   max_update=p.budget.st_max_update, train_minutes=p.budget.st_train_minutes,
                   aggregations=["max2d"],
-                  extra_decodes={"asr": ["--infer-tgt-lang", "en", "--prefix-size", 1]})
+                  extra_decodes={"asr": ["--infer-tgt-lang", "en", "--prefix-size", 1]}, raw=corpus)
     prep(p, track, corpus, ["--vocab-size", p.budget.st_vocab_size, "--lang-tags", "yes",
                             "--splits", "train,dev,test,test_voices"])
     return track
@@ -318,6 +322,51 @@ def train_decode_explain(p: Pipeline, t: Track) -> None:
                                   "CA vs SM^H", "--out", fig / "grid_encoder"))
         p.run(f"{pre}plot", xattn("plot", "curves", "--json", R / "faithfulness.json", "--out", fig / "deletion"))
     p.stage(f"{pre}figures", figures)
+
+    if t.timestamps:
+        word_timestamps(p, t, attention, common_gen)
+
+    def explorer():
+        words = R / "timestamps" / "words.jsonl"
+        p.run(f"{pre}view", xattn(
+            "view", "--attention", attention, "--saliency-input", t.work(p, "saliency_input"),
+            "--saliency-encoder", t.work(p, "saliency_encoder"), "--features-from", t.data,
+            "--audio-from", t.raw / "test.tsv", *(["--timestamps", words] if words.exists() else []),
+            "--out", R / "explorer.html"), stdout=t.work(p, "view.txt"))
+    p.stage(f"{pre}explorer", explorer)
+
+
+def word_timestamps(p: Pipeline, t: Track, attention: Path, common_gen: List) -> None:
+    """Word times from cross-attention (every head, every layer, their average, heads chosen on dev),
+    from SM^X and SM^H, and from the CTC head, scored against the corpus's exact word times."""
+    R, timings = t.results, p.work / "corpus" / "timings"
+
+    def run():
+        dev_store = t.work(p, "attention_dev")  # the development split's attention, for choosing heads
+        shutil.rmtree(dev_store, ignore_errors=True)
+        p.run(f"{t.prefix}generate_dev", fairseq(
+            "generate", t.data, *common_gen, *t.gen_args, "--gen-subset", "dev", "--record-cross-attn", dev_store),
+            stdout=t.work(p, "generate_dev.txt"))
+        reference = ["--reference", timings / "test.jsonl"]
+        methods = ["--method", "dtw", "argmax", "mass"]
+        # the whole test set: attention (every head and layer, their average, heads chosen on dev) and CTC
+        p.run(f"{t.prefix}timestamps_test", xattn(
+            "timestamps", "evaluate", *reference, "--attention", t.work(p, "attention_test"), *methods,
+            "--heads", *p.budget.timestamp_heads, "--dev-attention", dev_store,
+            "--dev-reference", timings / "dev.jsonl", "--ctc", t.model, "--data", t.data, "--split", "test",
+            "--user-dir", USER_DIR, "--markdown", R / "timestamps_test.md", "--json", R / "timestamps_test.json"))
+        # the explained utterances: attention against both saliency maps on the same hypotheses, and the
+        # word times of the full attention average as files (JSON for the explorer, CTM, WebVTT)
+        sources = ["--attention", attention, "--saliency", t.work(p, "saliency_input"),
+                   "--saliency", t.work(p, "saliency_encoder"), *methods, "--heads", "all", "layers",
+                   "--ctc", t.model, "--data", t.data, "--split", EXPLAIN_SPLIT, "--user-dir", USER_DIR]
+        p.run(f"{t.prefix}timestamps_explained", xattn(
+            "timestamps", "evaluate", *reference, *sources, "--markdown", R / "timestamps_explained.md",
+            "--json", R / "timestamps_explained.json"))
+        p.run(f"{t.prefix}timestamps_files", xattn(
+            "timestamps", "--attention", attention, "--method", "dtw", "--heads", "all",
+            "--out-dir", R / "timestamps", "--format", "json", "ctm", "vtt"))
+    p.stage(f"{t.prefix}timestamps", run)
 
 
 def build(p: Pipeline, with_st: bool) -> None:

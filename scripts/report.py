@@ -122,6 +122,73 @@ def st_section(work: Path, out: Path, budget, asr_corr: Dict[str, Optional[dict]
     return parts
 
 
+def _best(rows: List[dict], predicate) -> Optional[dict]:
+    """The row with the lowest mean boundary error among those ``predicate`` accepts."""
+    chosen = [r for r in rows if predicate(r["system"]) and r.get("mean_ms") is not None]
+    return min(chosen, key=lambda r: r["mean_ms"]) if chosen else None
+
+
+def _ts(row: Optional[dict], key: str = "mean_ms", digits: int = 0) -> str:
+    return "n/a" if row is None or row.get(key) is None else f"{row[key]:.{digits}f}"
+
+
+def timestamps_verdict(rows: List[dict]) -> List[str]:
+    """Whether averaging heads beats single heads and layers for word timestamps (the paper's
+    prediction), and how far the best attention method is from the best saliency method and from CTC."""
+    is_ca = lambda s: s.startswith("CA ")  # noqa: E731
+    single_head = _best(rows, lambda s: is_ca(s) and ", head " in s and "average" not in s)
+    layer = _best(rows, lambda s: is_ca(s) and "head average" in s)
+    full = _best(rows, lambda s: is_ca(s) and "all layers and heads" in s)
+    auto = _best(rows, lambda s: is_ca(s) and "auto" in s)
+    attention = _best(rows, is_ca)
+    saliency = _best(rows, lambda s: s.startswith("SM"))
+    ctc = _best(rows, lambda s: s.startswith("CTC"))
+    lines = []
+    if single_head and full:
+        better = full["mean_ms"] < single_head["mean_ms"]
+        lines.append(f"- Averaging all heads and layers {'beats' if better else 'does not beat'} the best single head "
+                     f"({_ts(full)} vs {_ts(single_head)} ms mean boundary error: {full['system']} vs "
+                     f"{single_head['system']}); best head-averaged layer: {_ts(layer)} ms"
+                     + (f"; heads chosen on dev: {_ts(auto)} ms" if auto else "") + ".")
+    if attention and saliency:
+        lines.append(f"- The best attention method ({attention['system']}, {_ts(attention)} ms) "
+                     f"{'trails' if attention['mean_ms'] > saliency['mean_ms'] else 'beats'} the best saliency "
+                     f"method ({saliency['system']}, {_ts(saliency)} ms) by "
+                     f"{abs(attention['mean_ms'] - saliency['mean_ms']):.0f} ms.")
+    if attention and ctc:
+        lines.append(f"- CTC forced alignment: {_ts(ctc)} ms ({'better' if ctc['mean_ms'] < attention['mean_ms'] else 'worse'} "
+                     f"than the best attention method by {abs(attention['mean_ms'] - ctc['mean_ms']):.0f} ms).")
+    return lines
+
+
+def timestamps_section(out: Path) -> List[str]:
+    test = _load(out / "timestamps_test.json")
+    explained = _load(out / "timestamps_explained.json")
+    if not test and not explained:
+        return []
+    parts = ["## Word timestamps against the corpus's exact word times", "",
+             "Word start and end times from cross-attention (`xattn timestamps`: DTW over the z-normalised, "
+             "median-filtered token x frame matrix as Whisper does, per-token argmax, and attention mass; every "
+             "head, every layer, their average, and heads chosen on the dev split), from SM^X and SM^H through "
+             "the same alignment, and from the model's CTC head (forced alignment), scored on the hypothesis "
+             "words that match the reference (edit-distance alignment). Errors in ms; `<=100` is the share of "
+             "boundaries within 100 ms; F1 at a 50 ms collar.", ""]
+    if test:
+        best_ca = _best(test, lambda s: s.startswith("CA "))
+        table = (out / "timestamps_test.md").read_text().strip().splitlines()
+        parts += [f"### Test set, unseen sentences ({len(test)} systems; the 15 best, all in timestamps_test.md)", "",
+                  *table[:2 + 15], "",
+                  *timestamps_verdict(test), ""]
+        if best_ca is not None:
+            parts += [f"Goal: the best cross-attention method within 40 ms mean start error and 90% of word starts "
+                      f"within 100 ms. Measured: {best_ca['system']}, {_ts(best_ca, 'start_mean_ms')} ms mean start "
+                      f"error, {_ts(best_ca, 'start_within_100ms')}% of starts within 100 ms.", ""]
+    if explained:
+        parts += ["### The explained utterances: attention, saliency and CTC on the same hypotheses", "",
+                  (out / "timestamps_explained.md").read_text().strip(), "", *timestamps_verdict(explained), ""]
+    return parts
+
+
 def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with_st: bool = False) -> str:
     repo = Path(__file__).resolve().parents[1]
     b = budget
@@ -179,6 +246,14 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with
                   "Paper (base): deletion " + ", ".join(f"{k} {v}" for k, v in PAPER["deletion"].items())
                   + f"; size of SM^X {PAPER['size']}. Higher deletion is better (WER rises faster when the "
                   "most relevant parts are removed first); lower size is more compact.", ""]
+    parts += timestamps_section(out)
+    explorer = out / "explorer.html"
+    if explorer.exists():
+        parts += ["## Interactive explorer", "",
+                  f"[explorer.html](explorer.html) ({explorer.stat().st_size / 1e6:.1f} MB, one self-contained file, "
+                  "`xattn view`): per explained utterance the spectrogram, the tokens (click one), cross-attention "
+                  "of any layer and head or their averages, SM^X and SM^H of the token, word times against the "
+                  "reference, the per-utterance correlations and audio playback of the utterance and of a word.", ""]
     figs = sorted((out / "figures").glob("*.png")) if (out / "figures").exists() else []
     if figs:
         parts += ["## Figures", ""]

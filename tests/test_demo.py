@@ -42,6 +42,11 @@ def test_quick_demo_produces_every_artefact(tmp_path):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
     assert len(list((out / "figures").glob("utterance_*.png"))) >= 1
 
+    # word timestamps of the explained utterances and the explorer page
+    assert (out / "timestamps_explained.json").exists() and (out / "timestamps" / "words.jsonl").exists()
+    assert (out / "explorer.html").stat().st_size > 10000
+    assert "explorer.html" in report and "Word timestamps" in report
+
     # the stores behind the tables: every explained utterance has attention and both saliency maps
     attn = open_store(work / "attention_test_explain", "cross_attention")
     sal_x, sal_h = open_store(work / "saliency_input"), open_store(work / "saliency_encoder")

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..maps.correlation import pearson
+from ..maps.reliability import disattenuate, noise_share_of_gap
 from ..maps.heads import Pair, expand_pairs, subset_average
 from ..maps.normalisers import normalise, resolve_chain
 from ..stores import (KIND_CROSS_ATTENTION, KIND_SALIENCY, SALIENCY_GRIDS, check_same_provenance, natural_key,
@@ -60,6 +61,18 @@ class UtterancePair:
     attention: np.ndarray
     saliency: np.ndarray
     tokens: List[str]
+    #: split-half reliability of the saliency map as correlated (NaN when the store did not record it)
+    reliability: float = float("nan")
+
+
+def saliency_reliability(meta: Mapping, target: str, aggregation: str) -> float:
+    """The split-half reliability a saliency record stores for the map as the analysis correlates it:
+    pooled with ``aggregation`` for targets pooled to the encoder grid, else at its own resolution."""
+    if SALIENCY_GRIDS[target].pooled:
+        value = (meta.get("reliability_pooled") or {}).get(aggregation)
+    else:
+        value = meta.get("reliability")
+    return float("nan") if value is None else float(value)
 
 
 class StorePairing:
@@ -119,7 +132,8 @@ class StorePairing:
                 f"{where}: different T': attention has {att.values.shape[-1]} encoder frames, saliency "
                 f"{sal.values.shape[-1]}{detail}"
             )
-        return UtterancePair(utt_id, att.values, sal.values, att.tokens)
+        return UtterancePair(utt_id, att.values, sal.values, att.tokens,
+                             saliency_reliability(sal.meta, self.sal_target, cfg.aggregation))
 
     def __iter__(self) -> Iterable[UtterancePair]:
         for utt_id in self.ids:
@@ -162,6 +176,8 @@ class CorrelationResult:
     subsets: Dict[str, np.ndarray]
     subset_pairs: Dict[str, List[Pair]]
     config: Dict
+    #: N split-half reliabilities of the saliency maps (cross-attention is deterministic: 1)
+    reliability: np.ndarray = None
 
     @property
     def n_layers(self) -> int:
@@ -182,13 +198,38 @@ class CorrelationResult:
             "full_avg": Summary.of(self.full).as_dict(),
             "subsets": {name: {"pairs": [list(p) for p in self.subset_pairs[name]],
                                **Summary.of(v).as_dict()} for name, v in self.subsets.items()},
+            **self._reliability_summary(),
+        }
+
+    def _reliability_summary(self) -> Dict:
+        """Reliability of the saliency maps and the attenuation-corrected r of every view (per utterance
+        ``r / sqrt(reliability)``, then the mean), when the saliency store recorded reliabilities."""
+        rel = self.reliability if self.reliability is not None else np.full(len(self.ids), np.nan)
+        if not np.isfinite(rel).any():
+            return {"reliability": None}
+        L, H = self.n_layers, self.n_heads
+        fix = lambda r: disattenuate(r, rel.reshape((-1,) + (1,) * (np.ndim(r) - 1)))  # noqa: E731
+        grid, head_avg, layer_avg, full = fix(self.grid), fix(self.head_avg), fix(self.layer_avg), fix(self.full)
+        raw_full = Summary.of(self.full).mean
+        mean_rel = float(np.nanmean(rel))
+        return {
+            "reliability": Summary.of(rel).as_dict(),
+            "corrected": {
+                "grid": [[Summary.of(grid[:, l, h]).as_dict() for h in range(H)] for l in range(L)],
+                "head_avg": [Summary.of(head_avg[:, l]).as_dict() for l in range(L)],
+                "layer_avg": [Summary.of(layer_avg[:, h]).as_dict() for h in range(H)],
+                "full_avg": Summary.of(full).as_dict(),
+                "subsets": {name: Summary.of(fix(v)).as_dict() for name, v in self.subsets.items()},
+            },
+            # share of the full average's distance from 1 that the saliency maps' sampling noise explains
+            "noise_share_of_gap": _clean(noise_share_of_gap(raw_full, mean_rel)) if np.isfinite(raw_full) else None,
         }
 
 
 def correlate(pairing: StorePairing) -> CorrelationResult:
     """Every view for every utterance of the pairing."""
     cfg = pairing.cfg
-    grids, head_avgs, layer_avgs, fulls = [], [], [], []
+    grids, head_avgs, layer_avgs, fulls, reliabilities = [], [], [], [], []
     subsets: Dict[str, List[float]] = {name: [] for name in cfg.subsets}
     subset_pairs: Dict[str, List[Pair]] = {}
     shape = None
@@ -211,6 +252,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         head_avgs.append([r_of(up.attention[l].mean(axis=0)) for l in range(L)])
         layer_avgs.append([r_of(up.attention[:, h].mean(axis=0)) for h in range(H)])
         fulls.append(r_of(up.attention.mean(axis=(0, 1))))
+        reliabilities.append(up.reliability)
         for name, pairs in subset_pairs.items():
             subsets[name].append(r_of(subset_average(up.attention, pairs)))
     config = {
@@ -227,7 +269,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         head_avg=np.asarray(head_avgs, dtype=np.float64), layer_avg=np.asarray(layer_avgs, dtype=np.float64),
         full=np.asarray(fulls, dtype=np.float64),
         subsets={k: np.asarray(v, dtype=np.float64) for k, v in subsets.items()},
-        subset_pairs=subset_pairs, config=config,
+        subset_pairs=subset_pairs, config=config, reliability=np.asarray(reliabilities, dtype=np.float64),
     )
 
 
@@ -254,6 +296,23 @@ def markdown_grid(summary: Dict, spread: bool = False) -> str:
     cells = [_fmt(summary["head_avg"][l], spread=spread) for l in range(L)]
     lines.append("| h-AVG | " + " | ".join(cells) + f" | {_fmt(summary['full_avg'], spread=spread)} |")
     return "\n".join(lines)
+
+
+def markdown_reliability(summary: Dict) -> str:
+    """One paragraph: how reliable the saliency maps are and what the full average would be without their
+    sampling noise (empty when the saliency store recorded no reliability)."""
+    rel = summary.get("reliability")
+    if not rel or rel.get("mean") is None:
+        return ""
+    corrected = summary["corrected"]["full_avg"]["mean"]
+    raw = summary["full_avg"]["mean"]
+    share = summary.get("noise_share_of_gap")
+    return (f"Saliency maps: split-half reliability {rel['mean']:.3f} (Spearman-Brown corrected, mean of {rel['n']} "
+            f"maps; cross-attention is deterministic, reliability 1). Attenuation-corrected full-average r "
+            f"(per utterance r / sqrt(reliability)): {_fmt(summary['corrected']['full_avg'])} against "
+            f"{_fmt(summary['full_avg'])} raw"
+            + (f": sampling noise in the saliency maps explains {share:.0%} of the gap between the raw r and 1."
+               if share is not None and raw is not None and corrected is not None else "."))
 
 
 def markdown_layers(summary: Dict, spread: bool = False) -> str:

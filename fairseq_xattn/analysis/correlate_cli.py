@@ -15,7 +15,7 @@ from ..maps.heads import parse_pairs
 from ..maps.pooling import AGGREGATORS
 from .correlate import (
     CorrelationConfig, CorrelationError, StorePairing, correlate, csv_rows, markdown_grid, markdown_layers,
-    markdown_subsets,
+    markdown_reliability, markdown_subsets,
 )
 from ..maps.normalisers import CHAINS, NORMALISERS
 
@@ -99,10 +99,16 @@ def main(args) -> int:
               f"mean over {len(result.ids)} utterances\n\n")
     if args.view in ("grid", "all"):
         out.write(markdown_grid(summary, spread=args.spread) + "\n\n")
+        if summary.get("corrected"):
+            out.write("Attenuation-corrected r (per utterance r / sqrt(reliability of the saliency map)):\n\n"
+                      + markdown_grid(summary["corrected"], spread=args.spread) + "\n\n")
     if args.view in ("layers", "all"):
         out.write(markdown_layers(summary, spread=args.spread) + "\n\n")
     if result.subsets and args.view in ("subsets", "all"):
         out.write(markdown_subsets(summary) + "\n\n")
+    reliability = markdown_reliability(summary)
+    if reliability:
+        out.write(reliability + "\n\n")
     undefined = summary["full_avg"]["n_undefined"]
     if undefined:
         out.write(f"note: r is undefined (a constant map) for {undefined} utterance(s); they are left out\n")

@@ -25,8 +25,9 @@ def write_attention_store(path, records: Dict[str, np.ndarray], tokens: Optional
 
 def write_saliency_store(path, records: Dict[str, np.ndarray], target: str,
                          tokens: Optional[Dict[str, Sequence[int]]] = None, prefix_len: int = 0,
-                         subsampling: int = 4):
-    """records: id -> I x T x F (target input) or I x T' (target encoder) saliency."""
+                         subsampling: int = 4, extra_meta: Optional[Dict[str, Dict]] = None):
+    """records: id -> I x T x F (target input) or I x T' (target encoder) saliency; ``extra_meta``: id ->
+    more record meta (e.g. reliability)."""
     with StoreWriter(path, KIND_SALIENCY, {"target": target, "n_masks": 8}) as w:
         for utt, sal in records.items():
             n_rows = sal.shape[0]
@@ -35,7 +36,8 @@ def write_saliency_store(path, records: Dict[str, np.ndarray], target: str,
             meta = {"tokens": toks, "token_strings": [f"w{t_}" for t_ in toks],
                     "n_frames": t if target == "input" else t * subsampling,
                     "n_encoder_frames": -(-t // subsampling) if target == "input" else t,
-                    "subsampling": subsampling, "prefix_len": prefix_len, "n_masks": 8}
+                    "subsampling": subsampling, "prefix_len": prefix_len, "n_masks": 8,
+                    **(extra_meta or {}).get(utt, {})}
             w.write(utt, {"saliency": sal}, meta)
     return path
 

@@ -170,3 +170,24 @@ def test_header_names_the_saliency_and_pools_only_input_saliency(tmp_path):
     # and the pooling option indeed changes nothing for SM^H
     other = run_xattn("correlate", "--attention", a, "--saliency", sh, "--view", "layers", "--aggregation", "avg2d")
     assert other.stdout == out_h.stdout
+
+
+def test_reliability_and_attenuation_corrected_r_by_hand(tmp_path):
+    """Two utterances whose r is known (+1 and -1 of a hand-made pair) and whose saliency maps record
+    reliabilities 0.64 and 0.25: corrected r = r / sqrt(rel) = 1.25 and -2.0 per utterance."""
+    a = RNG.dirichlet(np.ones(5), size=(1, 1, 4))  # L=1, H=1, I=4 (3 content rows + EOS), T'=5
+    att = write_attention_store(tmp_path / "att", {"u1": a, "u2": a})
+    sal = write_saliency_store(tmp_path / "sh", {"u1": a[0, 0], "u2": -a[0, 0]}, "encoder",
+                               extra_meta={"u1": {"reliability": 0.64}, "u2": {"reliability": 0.25}})
+    cfg = CorrelationConfig(saliency_norm=("none",), attention_norm=("none",))
+    result = correlate(StorePairing(att, sal, cfg))
+    np.testing.assert_allclose(result.full, [1.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(result.reliability, [0.64, 0.25])
+    summary = result.summary()
+    assert summary["reliability"]["mean"] == pytest.approx((0.64 + 0.25) / 2)
+    assert summary["corrected"]["full_avg"]["mean"] == pytest.approx((1 / 0.8 - 1 / 0.5) / 2)
+    # the raw mean r is 0: correcting it by the mean reliability leaves it at 0, so noise explains none of the gap
+    assert summary["noise_share_of_gap"] == 0.0
+    # without recorded reliabilities there is nothing to correct
+    plain = write_saliency_store(tmp_path / "plain", {"u1": a[0, 0], "u2": a[0, 0]}, "encoder")
+    assert correlate(StorePairing(att, plain, cfg)).summary()["reliability"] is None
