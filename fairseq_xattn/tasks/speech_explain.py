@@ -31,7 +31,9 @@ from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
 from ..explain.saliency_store import open_saliency_writer
 from ..explain.settings import explain_config_fields, settings_from_config
-from ..stores import KIND_SALIENCY, SALIENCY_ARRAY, StoreReader, saliency_record_meta
+from ..geometry import infer_subsampling
+from ..maps.pooling import AGGREGATORS
+from ..stores import KIND_SALIENCY, SALIENCY_ARRAY, SALIENCY_GRIDS, StoreReader, saliency_record_meta
 from .speech_to_text_ctc import SpeechToTextCtcDataConfig, SpeechToTextCtcTaskBase
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,27 @@ def _cfg_int(cfg, name: str, default: int) -> int:
         return int(getattr(cfg, name, default))
     except Exception:  # unresolvable ${dataset.*} (task built without a dataset config): not sharded
         return default
+
+
+def reliability_meta(res, prefix_len: int, target: str, subsampling: Optional[int], n_encoder_frames: int,
+                     n_frames: int) -> Dict[str, object]:
+    """Split-half reliability (Spearman-Brown corrected) of the map's content rows, as the analysis sees
+    them: ``reliability`` at the map's own resolution, ``reliability_pooled`` per aggregator for maps
+    the analysis pools to the encoder grid (input saliency), ``reliability_per_token`` per content row."""
+    rows = slice(prefix_len, -1)
+
+    def r4(x) -> float:  # 4 decimals: batched and single forward passes differ in float rounding only
+        return round(float(x), 4)
+
+    meta: Dict[str, object] = {
+        "reliability": r4(res.reliability_of_rows(rows.start, rows.stop)),
+        "reliability_per_token": [r4(x) for x in res.reliability_per_token[rows]],
+    }
+    if SALIENCY_GRIDS[target].pooled:
+        s = subsampling or infer_subsampling(n_frames, n_encoder_frames)
+        meta["reliability_pooled"] = {name: r4(res.reliability_of_rows(rows.start, rows.stop, pool=name, subsampling=s))
+                                      for name in sorted(AGGREGATORS)}
+    return meta
 
 
 def shard_store_path(store: str, shard_id: int, num_shards: int) -> Path:
@@ -180,7 +203,9 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
                 res = explainer.explain(utt_id, features, tokens, d.eos(), vocab_size=len(d))
                 meta = saliency_record_meta(hyp.tokens, hyp.token_strings, lengths[b], res.n_encoder_frames,
                                             hyp.prefix_len, res.n_masks, res.units_per_level, res.ref_logprobs.tolist(),
-                                            subsampling=self._subsampling)
+                                            subsampling=self._subsampling,
+                                            **reliability_meta(res, hyp.prefix_len, self.settings.target,
+                                                               self._subsampling, res.n_encoder_frames, lengths[b]))
                 writer.write(utt_id, {SALIENCY_ARRAY: res.saliency}, meta)
                 self._stored[utt_id] = meta
                 logger.info(f"explained {utt_id}: {len(hyp.tokens)} tokens, {res.n_masks} masks in "
