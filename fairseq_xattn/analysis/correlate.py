@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..maps.correlation import pearson
-from ..maps.reliability import disattenuate, noise_share_of_gap
+from ..maps.reliability import disattenuate
 from ..maps.heads import Pair, expand_pairs, subset_average
 from ..maps.normalisers import normalise, resolve_chain
 from ..stores import (KIND_CROSS_ATTENTION, KIND_SALIENCY, SALIENCY_GRIDS, check_same_provenance, natural_key,
@@ -211,7 +211,7 @@ class CorrelationResult:
         fix = lambda r: disattenuate(r, rel.reshape((-1,) + (1,) * (np.ndim(r) - 1)))  # noqa: E731
         grid, head_avg, layer_avg, full = fix(self.grid), fix(self.head_avg), fix(self.layer_avg), fix(self.full)
         raw_full = Summary.of(self.full).mean
-        mean_rel = float(np.nanmean(rel))
+        corrected_full = Summary.of(full).mean
         return {
             "reliability": Summary.of(rel).as_dict(),
             "corrected": {
@@ -221,8 +221,9 @@ class CorrelationResult:
                 "full_avg": Summary.of(full).as_dict(),
                 "subsets": {name: Summary.of(fix(v)).as_dict() for name, v in self.subsets.items()},
             },
-            # share of the full average's distance from 1 that the saliency maps' sampling noise explains
-            "noise_share_of_gap": _clean(noise_share_of_gap(raw_full, mean_rel)) if np.isfinite(raw_full) else None,
+            # share of the full average's distance from 1 that the saliency maps' sampling noise explains:
+            # how far the corrected mean moves towards 1 (both means over the same utterances)
+            "noise_share_of_gap": _clean(_gap_share(raw_full, corrected_full)),
         }
 
 
@@ -296,6 +297,16 @@ def markdown_grid(summary: Dict, spread: bool = False) -> str:
     cells = [_fmt(summary["head_avg"][l], spread=spread) for l in range(L)]
     lines.append("| h-AVG | " + " | ".join(cells) + f" | {_fmt(summary['full_avg'], spread=spread)} |")
     return "\n".join(lines)
+
+
+def _gap_share(raw: float, corrected: float) -> float:
+    """``(min(|corrected|, 1) - |raw|) / (1 - |raw|)``: the share of the distance from 1 that the
+    correction removes (NaN when undefined, 0 for a perfect raw r)."""
+    if not (np.isfinite(raw) and np.isfinite(corrected)):
+        return float("nan")
+    if abs(raw) >= 1:
+        return 0.0
+    return (min(abs(corrected), 1.0) - abs(raw)) / (1.0 - abs(raw))
 
 
 def markdown_reliability(summary: Dict) -> str:

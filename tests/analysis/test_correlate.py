@@ -186,8 +186,8 @@ def test_reliability_and_attenuation_corrected_r_by_hand(tmp_path):
     summary = result.summary()
     assert summary["reliability"]["mean"] == pytest.approx((0.64 + 0.25) / 2)
     assert summary["corrected"]["full_avg"]["mean"] == pytest.approx((1 / 0.8 - 1 / 0.5) / 2)
-    # the raw mean r is 0: correcting it by the mean reliability leaves it at 0, so noise explains none of the gap
-    assert summary["noise_share_of_gap"] == 0.0
+    # raw mean 0, corrected mean -0.375: the correction removes 0.375 of the distance from 1
+    assert summary["noise_share_of_gap"] == pytest.approx(0.375)
     # without recorded reliabilities there is nothing to correct
     plain = write_saliency_store(tmp_path / "plain", {"u1": a[0, 0], "u2": a[0, 0]}, "encoder")
     assert correlate(StorePairing(att, plain, cfg)).summary()["reliability"] is None

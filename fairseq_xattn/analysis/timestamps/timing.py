@@ -73,6 +73,12 @@ def timed_words(tokens: Sequence[str], spans: TokenSpans, token_confidence: Sequ
             end_s = min(end_s, audio_end)
             start_s = min(start_s, end_s)
         out.append(TimedWord(w.text, start_s, end_s, float(np.mean([token_confidence[r] for r in rows]))))
+    # Words back to back, as Whisper reports them: token spans along a path may share their boundary
+    # frame, so a word ends where the next one starts (a word squeezed into one frame gets no length).
+    for k in range(len(out) - 1):
+        if out[k].end > out[k + 1].start:
+            end = max(out[k + 1].start, out[k].start)
+            out[k] = TimedWord(out[k].word, min(out[k].start, end), end, out[k].confidence)
     return out
 
 

@@ -115,3 +115,16 @@ def test_methods_are_registered():
     assert {"dtw", "argmax", "mass"} <= set(TIMESTAMP_METHODS)
     with pytest.raises(ValueError, match="choose from"):
         TIMESTAMP_METHODS.get("nope")
+
+
+def test_words_are_back_to_back_when_token_spans_share_a_frame():
+    """A DTW path can put two tokens on one frame (a vertical step): the word ending there ends where the
+    next word starts, as Whisper reports words, instead of overlapping it by a frame."""
+    from fairseq_xattn.analysis.timestamps.alignment import TokenSpans
+
+    tokens = ["▁soft", "▁spoon", "▁cup"]
+    spans = TokenSpans(np.array([2, 2, 5]), np.array([3, 5, 7]))  # soft and spoon share frame 2
+    words = timed_words(tokens, spans, [1.0, 1.0, 1.0], subsampling=4)  # 40 ms per encoder frame
+    assert [(w.word, round(w.start, 3), round(w.end, 3)) for w in words] == [
+        ("soft", 0.08, 0.08), ("spoon", 0.08, 0.2), ("cup", 0.2, 0.28)]
+    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
