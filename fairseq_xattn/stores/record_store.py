@@ -498,8 +498,13 @@ class StoreWriter:
             if old.get("kind") != self.kind:
                 raise StoreError(f"{self.path} holds a {old.get('kind')!r} store, not {self.kind!r}")
             differences = settings_differences(old, store_meta)
-            if differences:
+            if differences and _read_index(self.path / INDEX_FILE)[0]:
                 raise StoreError(settings_mismatch_message(self.path, differences))
+            if differences:  # a refused or failed run left no record: nothing to keep, the new run owns it
+                logger.info(f"{self.path}: empty store of another run's settings ({[d[0] for d in differences]}); "
+                            "starting it anew")
+                with open(meta_path, "w") as f:
+                    json.dump(_jsonable(store_meta), f, indent=1, sort_keys=True)
         else:
             with open(meta_path, "w") as f:
                 json.dump(_jsonable(store_meta), f, indent=1, sort_keys=True)

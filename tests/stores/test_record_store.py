@@ -62,8 +62,14 @@ def test_torn_tail_of_a_killed_run_is_dropped_and_resume_continues(tmp_path):
     np.testing.assert_array_equal(r["u3"]["attention"], _arrays(3)["attention"])
 
 
+def _one_record(path, kind, meta):
+    """A store of ``kind`` with ``meta`` holding one record (an empty one may be taken over, see below)."""
+    with StoreWriter(path, kind, meta) as w:
+        w.write("u0", _arrays(0))
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
-    StoreWriter(tmp_path / "s", "saliency", {"masks": 10}).close()
+    _one_record(tmp_path / "s", "saliency", {"masks": 10})
     with pytest.raises(StoreError, match="masks"):
         StoreWriter(tmp_path / "s", "saliency", {"masks": 20})
 
@@ -94,7 +100,7 @@ def test_merge_of_shards_equals_one_store_in_natural_id_order(tmp_path):
 
 
 def test_resume_refusal_names_the_store_each_setting_old_and_new_and_what_to_do(tmp_path):
-    StoreWriter(tmp_path / "s", "saliency", {"masks": 10, "p": 0.5, "seed": 1}).close()
+    _one_record(tmp_path / "s", "saliency", {"masks": 10, "p": 0.5, "seed": 1})
     with pytest.raises(StoreError) as e:
         StoreWriter(tmp_path / "s", "saliency", {"masks": 20, "p": 0.5, "seed": 2})
     message = str(e.value)
@@ -106,12 +112,12 @@ def test_resume_refusal_names_the_store_each_setting_old_and_new_and_what_to_do(
 
 def test_resume_refuses_a_setting_the_store_did_not_record(tmp_path):
     # e.g. a store of an older version that did not record the model: it cannot be shown to match
-    StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5}).close()
+    _one_record(tmp_path / "s", "cross_attention", {"beam": 5})
     with pytest.raises(StoreError, match=r"model_sha256: stored '\(not recorded\)', this run 'abc'"):
         StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5, "model_sha256": "abc"})
     with StoreWriter(tmp_path / "s", "cross_attention", {"beam": 5}) as w:  # the same settings resume
-        w.write("u0", _arrays(0))
-    assert StoreReader(tmp_path / "s").ids() == ["u0"]
+        w.write("u1", _arrays(1))
+    assert StoreReader(tmp_path / "s").ids() == ["u0", "u1"]
 
 
 # Holds a writer open on argv[1] in another process until its stdin closes (the stores import numpy
@@ -208,3 +214,15 @@ def test_a_forked_child_does_not_keep_the_store_locked(tmp_path):
         os.close(child_end)
         os.waitpid(pid, 0)
     assert StoreReader(tmp_path / "s").ids() == ["u0"]
+
+
+def test_an_empty_store_of_other_settings_does_not_block_the_corrected_rerun(tmp_path):
+    """A run refused after opening its store (a wrong flag found on the first utterance) leaves an empty
+    store; the corrected rerun takes it over instead of refusing to resume it.  A store with records is
+    still protected."""
+    StoreWriter(tmp_path / "s", "saliency", {"n_masks": 10}).close()
+    with StoreWriter(tmp_path / "s", "saliency", {"n_masks": 20}) as w:
+        w.write("u1", {"saliency": np.ones((2, 3), dtype=np.float32)}, {"tokens": [5, 2]})
+    assert StoreReader(tmp_path / "s").meta["n_masks"] == 20
+    with pytest.raises(StoreError, match="n_masks: stored 20, this run 30"):
+        StoreWriter(tmp_path / "s", "saliency", {"n_masks": 30})
