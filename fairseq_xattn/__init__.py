@@ -15,6 +15,14 @@ import sys as _sys
 __version__ = "0.1.0"
 
 
+def _importing_ourselves() -> bool:
+    """True while one of our modules is half imported (it imported fairseq itself): registering then
+    would import it again through the plugin, a cycle.  Such a module registers what it defines;
+    code that then needs every component imports :mod:`fairseq_xattn.plugin` itself."""
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False)
+               for name, m in list(_sys.modules.items()) if name.startswith("fairseq_xattn.") and m is not None)
+
+
 class _RegisterAfterFairseq(importlib.abc.MetaPathFinder):
     """Finds nothing itself; on the first import of ``fairseq`` it lets fairseq's own loader run, then
     imports :mod:`fairseq_xattn.plugin` (and removes itself)."""
@@ -30,7 +38,8 @@ class _RegisterAfterFairseq(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run_fairseq(module)
-            importlib.import_module("fairseq_xattn.plugin")
+            if not _importing_ourselves():
+                importlib.import_module("fairseq_xattn.plugin")
 
         spec.loader.exec_module = exec_module
         return spec

@@ -16,6 +16,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+# Every fairseq component registered whatever a test module imports first (a test that imports one of
+# our fairseq-using modules before fairseq registers only what that module defines).
+import fairseq_xattn.plugin  # noqa: E402,F401
 from tests.fixtures import tiny_s2t  # noqa: E402
 from tests.fixtures.tiny_s2t import train_tiny_checkpoint, write_tiny_s2t_dataset  # noqa: E402
 

@@ -52,10 +52,10 @@ class ExplainSettings:
         "encoder target: re-project keys/values of every masked copy (slower; for checking)")})
     #: the perturbation's options (its Options dataclass fields); defaults filled in
     options: Dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
-    estimator: str = field(default="paper", metadata={"help": (
+    estimator: str = field(default="paper", metadata={"omit_default": True, "choices": "ESTIMATORS", "help": (
         "estimator of the map from the masks' scores (registry ESTIMATORS: paper, difference, regression); "
         "all target the paper's map, docs/explain.md")})
-    mask_design: str = field(default="bernoulli", metadata={"help": (
+    mask_design: str = field(default="bernoulli", metadata={"omit_default": True, "choices": "MASK_DESIGNS", "help": (
         "how the masks of a block are drawn (registry MASK_DESIGNS: bernoulli, balanced, antithetic); "
         "every design occludes each unit of a mask independently with probability p")})
 
@@ -75,8 +75,11 @@ class ExplainSettings:
 
     def store_meta(self) -> Dict[str, Any]:
         """Settings that define the maps (recorded in the store; a resumed run must match them)."""
+        # settings added after stores were first written are left out at their default, so that those
+        # stores (which did not record them) resume with the same maps
         meta = {f.name: getattr(self, f.name) for f in fields(self)
-                if not f.metadata.get("speed") and not f.metadata.get("internal")}
+                if not f.metadata.get("speed") and not f.metadata.get("internal")
+                and not (f.metadata.get("omit_default") and getattr(self, f.name) == f.default)}
         meta.update(self.options)
         return meta
 
@@ -122,10 +125,18 @@ def explain_config_fields(choice_enum) -> List[Tuple[str, Any, dataclasses.Field
             tp, default = bool, not default
         elif f.name == "target":
             tp = choice_enum(sorted(TARGETS))
+        elif f.metadata.get("choices"):  # a registry of variants feeds the flag's choices
+            tp = choice_enum(sorted(_registry(f.metadata["choices"])))
         elif _is_sequence(tp):
             tp, default = str, ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default)
         out.append((flag, tp, field(default=default, metadata={"help": help_text})))
     return out
+
+
+def _registry(name: str):
+    from . import estimators, mask_designs
+
+    return {"ESTIMATORS": estimators.ESTIMATORS, "MASK_DESIGNS": mask_designs.MASK_DESIGNS}[name]
 
 
 def settings_from_config(cfg) -> ExplainSettings:
@@ -150,7 +161,7 @@ def settings_from_config(cfg) -> ExplainSettings:
                 raise OptionError(f"--{flag.replace('_', '-')} {value!r}: expected comma-separated numbers, "
                                  f"e.g. {','.join(f'{x:g}' for x in f.default)}") from None
         if owner == "settings":
-            common[f.name] = str(value) if f.name == "target" else value
+            common[f.name] = str(value) if f.name == "target" or f.metadata.get("choices") else value
         else:
             options[f.name] = value
     return ExplainSettings(**common, options=options)

@@ -87,8 +87,9 @@ class Utterance:
 
 
 def load(args):
-    import fairseq_xattn.plugin  # noqa: F401  (registers models, compat shims)
-    from fairseq import checkpoint_utils
+    from fairseq import checkpoint_utils  # fairseq first, then the plugin (registers models, compat shims)
+
+    import fairseq_xattn.plugin  # noqa: F401
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [args.checkpoint], arg_overrides={"data": args.data})
@@ -197,6 +198,7 @@ def main(argv=None) -> int:
     args = resolve_defaults(parse_args(argv))
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)  # inference only (the explainer runs under no_grad too)
+    import fairseq  # noqa: F401  (before the package: it registers itself on fairseq's import)
     from fairseq_xattn.explain.convergence import map_correlation, predicted_correlation
     from fairseq_xattn.explain.estimators import ESTIMATORS
     from fairseq_xattn.explain.explainer import Explainer

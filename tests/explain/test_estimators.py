@@ -247,3 +247,18 @@ def test_reliability_of_the_pooled_analysis_view_of_an_input_map():
     assert a.shape == (2, 6)
     assert res.reliability_of_rows(0, -1, pool="max2d", subsampling=4) == pytest.approx(map_reliability(a, b, view=None))
     assert 0 < res.reliability_of_rows(0, -1, pool="max2d", subsampling=4) <= 1
+
+
+@pytest.mark.parametrize("design", ["bernoulli", "balanced"])
+@pytest.mark.parametrize("estimator", ESTIMATOR_NAMES)
+def test_edge_probabilities_give_the_papers_maps(estimator, design):
+    """p = 0: no cell ever occluded -> all zeros; p = 1: every mask blanks everything -> flat rows equal
+    to the KL of the blank input (no kept mask to compare with: the mean over the occluding masks)."""
+    oracle = frames_oracle()
+    zero = explain(oracle, n_masks=128, p=0.0, estimator=estimator, mask_design=design)
+    assert np.all(zero.saliency == 0)
+    one = explain(oracle, n_masks=128, p=1.0, estimator=estimator, mask_design=design)
+    ref = oracle._logprobs(features()[None])[0]
+    blank = oracle._logprobs(torch.zeros(1, T, F))[0]
+    kl = (ref.exp() * (ref - blank)).sum(-1).numpy()
+    np.testing.assert_allclose(one.saliency, np.repeat(kl[:, None], T, 1), rtol=1e-5)
