@@ -45,6 +45,7 @@ class Budget:
     explain_utterances: int = 12      # test utterances explained (both targets)
     input_masks: int = 1500          # N_X per utterance (paper: 20000)
     encoder_masks: int = 3000        # N_H per utterance (paper: 20000)
+    estimator: str = "regression"    # of the same map as the paper's, with fewer masks (docs/explain.md)
     faithfulness_utterances: int = 12
     figures: int = 3                  # utterances drawn
     max_len_b: int = 200              # fairseq's default; a few-update model would babble to it
@@ -277,6 +278,7 @@ def train_decode_explain(p: Pipeline, t: Track) -> None:
                 "generate", t.data, "--user-dir", USER_DIR, "--task", "speech_explain", "--config-yaml",
                 "config.yaml", "--path", t.model, "--gen-subset", EXPLAIN_SPLIT, "--max-tokens", 40000,
                 "--cpu", *t.gen_args, "--explain-target", target, "--explain-masks", masks,
+                "--explain-estimator", p.budget.estimator,
                 "--explain-hypotheses", attention, "--explain-store", t.work(p, f"saliency_{target}")),
                 stdout=t.work(p, f"explain_{target}.txt"))
         return run

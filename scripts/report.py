@@ -204,8 +204,10 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with
         f"Budget: corpus {b.corpus_size} sentence pairs; training stopped after {_trained_updates(work)} "
         f"updates (limits: {b.max_update} updates or {b.train_minutes:g} minutes; last {b.average_last} "
         f"checkpoints averaged); {b.explain_utterances} test utterances explained with "
-        f"N_X = {b.input_masks} input masks and N_H = {b.encoder_masks} encoder masks (the paper uses "
-        f"20000 each; see docs/explain.md for the convergence curve), deletion on "
+        f"N_X = {b.input_masks} input masks and N_H = {b.encoder_masks} encoder masks and the "
+        f"`{getattr(b, 'estimator', 'paper')}` estimator of the paper's map (the paper uses 20000 masks each; "
+        f"docs/explain.md has the convergence curves; each correlation table below states the maps' split-half "
+        f"reliability and how much of the gap to 1 is sampling noise), deletion on "
         f"{b.faithfulness_utterances} utterances.",
         "",
         "## Quality",
