@@ -141,6 +141,7 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
         """``split`` may be comma-joined (``train_en,train_it``): the splits are concatenated
         (:class:`SpeechToTextCtcConcatDataset`); each is a training split when its name starts
         with "train"."""
+        self.generated_split = split  # what a store records as gen_subset (GenerationTaskSupport)
         pre_tokenizer = self.build_tokenizer(self.args)
         bpe_tokenizer = self.build_bpe(self.args)
         # the source vocabulary has its own SentencePiece model; without one it is the target's
