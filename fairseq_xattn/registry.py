@@ -24,6 +24,14 @@ class Registry(Dict[str, T], Generic[T]):
 
         return wrap
 
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """``register(name)`` for a class that also learns its name (``cls.name``)."""
+        def wrap(cls: T) -> T:
+            cls.name = name
+            return self.register(name)(cls)
+
+        return wrap
+
     def get(self, name: str) -> T:  # type: ignore[override]
         try:
             return self[name]

@@ -37,7 +37,7 @@ split-halves) is the map of all their masks: ``saliency(*others)``.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Type
+from typing import Sequence, Type
 
 import torch
 
@@ -46,12 +46,7 @@ from ..registry import Registry
 ESTIMATORS: "Registry[Type[Estimator]]" = Registry("saliency estimator")
 
 
-def register_estimator(name: str):
-    def wrap(cls):
-        cls.name = name
-        return ESTIMATORS.register(name)(cls)
-
-    return wrap
+register_estimator = ESTIMATORS.register_class
 
 
 def build_estimator(name: str, n_tokens: int, labels: Sequence[torch.Tensor], units_per_level: Sequence[int],

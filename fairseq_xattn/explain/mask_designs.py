@@ -35,12 +35,7 @@ from ..registry import Registry
 MASK_DESIGNS: "Registry[Type[MaskDesign]]" = Registry("mask design")
 
 
-def register_mask_design(name: str):
-    def wrap(cls):
-        cls.name = name
-        return MASK_DESIGNS.register(name)(cls)
-
-    return wrap
+register_mask_design = MASK_DESIGNS.register_class
 
 
 class MaskDesign:

@@ -22,3 +22,15 @@ def complete_dataclass_config(config_class: Type[C], cfg) -> C:
         value = safe_getattr(cfg, f.name, None)
         values[f.name] = f.default if value is None else value
     return config_class(**values)
+
+
+def set_default(cfg, name: str, value) -> None:
+    """An arch function's value for ``name``, unless the config already sets it (Namespace or DictConfig)."""
+    from omegaconf import OmegaConf, open_dict
+
+    if safe_getattr(cfg, name, None) is None:
+        if OmegaConf.is_config(cfg):
+            with open_dict(cfg):
+                setattr(cfg, name, value)
+        else:
+            setattr(cfg, name, value)

@@ -11,10 +11,9 @@ from typing import Dict, Optional
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.models.transformer import Embedding
-from fairseq.utils import get_available_activation_fns, safe_getattr
-from omegaconf import OmegaConf, open_dict
+from fairseq.utils import get_available_activation_fns
 
-from .dataclass_config import complete_dataclass_config
+from .dataclass_config import complete_dataclass_config, set_default
 from .conformer_encoder import ConformerEncoder
 from .ctc_head import CtcHead
 from .decoder import XattnTransformerDecoder
@@ -136,13 +135,7 @@ class XattnConformerModel(FairseqEncoderDecoderModel):
 
 # --- architectures: each sets what differs from the base on a (possibly partial) config -------------
 
-def _set_default(cfg, name, value):
-    if safe_getattr(cfg, name, None) is None:
-        if OmegaConf.is_config(cfg):
-            with open_dict(cfg):
-                setattr(cfg, name, value)
-        else:
-            setattr(cfg, name, value)
+_set_default = set_default
 
 
 def _apply(cfg, values: Dict[str, object]):
