@@ -274,6 +274,8 @@ def train_decode_explain(p: Pipeline, t: Track) -> None:
 
     def explain(target: str, masks: int):
         def run():
+            # a rerun of this stage (e.g. after retraining) starts over; resuming is for interrupted runs
+            shutil.rmtree(t.work(p, f"saliency_{target}"), ignore_errors=True)
             p.run(f"{pre}explain_{target}", fairseq(
                 "generate", t.data, "--user-dir", USER_DIR, "--task", "speech_explain", "--config-yaml",
                 "config.yaml", "--path", t.model, "--gen-subset", EXPLAIN_SPLIT, "--max-tokens", 40000,
