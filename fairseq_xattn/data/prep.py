@@ -16,6 +16,13 @@ Without translations (ASR data) ``tgt_text`` is the transcript.  With translatio
 language tags ``<lang:xx>`` are prepended (``prepend_tgt_lang_tag``), so one model can be asked for
 the transcript or the translation.
 
+**Features** (``--features``, :mod:`.feature_kinds`): ``fbank`` (default) writes 80-dim Kaldi
+filterbanks into ``fbank80.zip``; ``whisper`` writes Whisper's log-mel (16 kHz audio of at most 30 s,
+refused otherwise with the row named) into ``whisper<bins>.zip`` and ``features: whisper`` into
+config.yaml, with ``n_frames`` = Whisper's frame count.  ``--like`` a folder made by
+``xattn whisper-import`` prepares recordings for that Whisper model: its features (``features:
+whisper``, its mel bins) are the default, and its dictionary, tokenizer files and config.yaml are copied.
+
 **Evaluation audio for a trained model** (``--like DATA``, DATA the folder the model was trained
 with): no vocabulary is trained and no training split is needed (a folder holding only ``test.tsv``
 will do; every ``<split>.tsv`` of the input is prepared).  ``<out>`` is a self-contained data folder:
@@ -53,6 +60,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..language_tags import is_lang_tag, lang_tag
+from .feature_kinds import FBANK, FEATURE_KINDS, WHISPER, FeatureKind
 from .feature_zip import FeatureZipWriter, zip_manifest
 from .features import SAMPLE_RATE, AudioError, compute_fbank, load_audio
 from .manifest import Manifest, ManifestError, read_raw_manifest, resolve_audio, write_tsv
@@ -79,9 +87,9 @@ class PrepError(UserError, ValueError):
     """A prep option, input folder or reference data folder the user must fix (one line naming it)."""
 
 
-def like_zip_name(split: str) -> str:
+def like_zip_name(split: str, features: str = FBANK, n_bins: int = N_MEL_BINS) -> str:
     """The features zip of one split prepared ``--like`` a model's data folder."""
-    return f"fbank80_{split}.zip"
+    return FEATURE_KINDS.get(features).zip_name(n_bins, split)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -103,17 +111,31 @@ def _languages(m: Manifest, i: int, src_lang: Optional[str], tgt_lang: Optional[
 
 # ------------------------------------------------------------------------------------------ features
 
-def extract_features(path) -> Tuple[np.ndarray, float]:
-    """The one place prep turns an audio file into model input: ``T x 80`` filterbanks and the duration
-    in seconds (any sample rate and channel count: mixed to mono, resampled to 16 kHz by ``load_audio``).
+def extract_features(path, features: str = FBANK, n_bins: int = N_MEL_BINS) -> Tuple[np.ndarray, float]:
+    """The one place prep turns an audio file into model input, and the duration in seconds.
 
-    Raises :class:`AudioError` for audio that holds NaN/infinite samples or is shorter than one frame.
+    ``fbank``: ``T x 80`` filterbanks (any sample rate and channel count: mixed to mono, resampled to
+    16 kHz by ``load_audio``).  ``whisper``: Whisper's ``T x n_bins`` log-mel (mono mix; 16 kHz only,
+    at most 30 s; ``T`` = ``whisper_features.num_frames``).
+
+    Raises :class:`AudioError` for audio that holds NaN/infinite samples or is shorter than one frame
+    (and, for Whisper, at another sample rate or over 30 s).
     """
-    audio = load_audio(path)
+    whisper = FEATURE_KINDS.get(features).name == WHISPER
+    if whisper:
+        from .whisper_features import read_audio
+
+        audio = read_audio(path)  # no resampling: Whisper's features are defined at 16 kHz
+    else:
+        audio = load_audio(path)
     bad = np.flatnonzero(~np.isfinite(audio))
     if bad.size:  # (kaldi-native-fbank would fail with "mel energy is nan")
         raise AudioError(f"audio file {path} holds {bad.size} NaN or infinite sample(s), the first at "
                          f"{bad[0] / SAMPLE_RATE:.3f} s")
+    if whisper:
+        from .whisper_features import log_mel_spectrogram
+
+        return log_mel_spectrogram(audio, n_mels=n_bins, source=str(path)), len(audio) / SAMPLE_RATE
     feats = compute_fbank(audio, SAMPLE_RATE, N_MEL_BINS)
     if feats.shape[0] == 0:
         raise AudioError(f"audio file {path} is shorter than one 25 ms frame ({len(audio)} samples at 16 kHz)")
@@ -121,9 +143,9 @@ def extract_features(path) -> Tuple[np.ndarray, float]:
 
 
 def _features_job(job):
-    key, wav, where = job
+    key, wav, where, features, n_bins = job
     try:
-        feats, dur = extract_features(wav)
+        feats, dur = extract_features(wav, features, n_bins)
     except AudioError as e:
         raise ManifestError(f"{where}: {e}") from None
     return key, feats, dur
@@ -185,6 +207,20 @@ class ModelData:
     def lang_tags(self) -> bool:
         return bool(self.config.get("prepend_tgt_lang_tag", False))
 
+    @property
+    def features(self) -> str:
+        """The feature kind the model reads (config.yaml ``features:``, default fbank)."""
+        return self.config.get("features") or FBANK
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.config.get("input_feat_per_channel", N_MEL_BINS))
+
+    @property
+    def is_whisper(self) -> bool:
+        """A folder of ``xattn whisper-import`` (config.yaml has the ``whisper:`` prompt section)."""
+        return self.config.get("whisper") is not None
+
     @classmethod
     def read(cls, folder) -> "ModelData":
         import yaml
@@ -202,13 +238,21 @@ class ModelData:
         if not isinstance(config, dict):
             raise PrepError(f"{yaml_path}: not a fairseq S2T data config (a mapping of keys)")
         data = cls(folder, config)
+        if data.features not in FEATURE_KINDS:
+            raise PrepError(f"{yaml_path}: features: {data.features!r} is not a feature kind prep writes "
+                            f"({', '.join(sorted(FEATURE_KINDS))})")
         if config.get("use_audio_input"):
             raise PrepError(f"{yaml_path}: use_audio_input is true (the model reads waveforms); prep writes "
-                            f"{N_MEL_BINS}-dim filterbanks")
-        for key, expected in (("input_feat_per_channel", N_MEL_BINS), ("input_channels", 1)):
-            if int(config.get(key, expected)) != expected:
-                raise PrepError(f"{yaml_path}: {key} is {config[key]}, prep writes {expected} (80-dim filterbanks, "
-                                f"one channel): this model needs other features")
+                            f"{N_MEL_BINS}-dim filterbanks or Whisper log-mel")
+        from .whisper_features import MEL_BIN_CHOICES
+
+        bins = MEL_BIN_CHOICES if data.features == WHISPER else (N_MEL_BINS,)
+        if data.n_bins not in bins:
+            raise PrepError(f"{yaml_path}: input_feat_per_channel is {data.n_bins}, prep writes {data.features} features "
+                            f"of {' or '.join(map(str, bins))} bins: this model needs other features")
+        if int(config.get("input_channels", 1)) != 1:
+            raise PrepError(f"{yaml_path}: input_channels is {config['input_channels']}, prep writes one channel: "
+                            "this model needs other features")
         if not config.get("vocab_filename"):
             raise PrepError(f"{yaml_path}: no vocab_filename (the target dictionary)")
         for key in _FILE_KEYS:
@@ -222,6 +266,11 @@ class ModelData:
                 raise PrepError(f"{yaml_path}: {'.'.join(key)} names {value}, which is not in {folder}")
             data.files[key] = str(value)
         vocab = data.resolve(config["vocab_filename"])
+        if data.is_whisper:
+            # Whisper's JSON dictionary has no language tags of ours; its tokenizer files are beside it
+            for extra in sorted(folder.glob("*.json")) + sorted(folder.glob("*.txt")):
+                data.files.setdefault((extra.name,), extra.name)
+            return data
         try:
             data.target_symbols = {line.split(" ")[0] for line in vocab.read_text(encoding="utf-8").splitlines()
                                    if line.strip()}
@@ -289,8 +338,9 @@ def train_vocabulary(sentences: Sequence[str], prefix: Path, size: int, flag: st
 
 
 def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], has_source_vocab: bool = True,
-                      audio_root: Optional[Path] = None) -> Path:
-    """Write ``out/config.yaml``; ``audio_root``: where the folder will live (default ``out``)."""
+                      audio_root: Optional[Path] = None, features: str = FBANK) -> Path:
+    """Write ``out/config.yaml``; ``audio_root``: where the folder will live (default ``out``);
+    ``features``: the feature kind written (``features: whisper`` for Whisper's log-mel)."""
     import yaml
 
     cfg: Dict = {
@@ -302,6 +352,8 @@ def write_config_yaml(out: Path, lang_tags: bool, specaugment: Optional[str], ha
         "bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_model": f"{TGT_SPM}.model"},
         "prepend_tgt_lang_tag": bool(lang_tags),
     }
+    if features != FBANK:
+        cfg["features"] = features
     if has_source_vocab:
         cfg["src_vocab_filename"] = f"{SRC_SPM}.txt"
         cfg["src_bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": f"{SRC_SPM}.model"}
@@ -352,7 +404,7 @@ def _written_by_prep(entry: Path) -> bool:
     name = entry.name
     if name in ("config.yaml", "timings") or name.startswith(TGT_SPM) or name.startswith(SRC_SPM):
         return True
-    if re.fullmatch(r"fbank80(_.+)?\.zip", name):
+    if re.fullmatch(r"(%s)\d+(_.+)?\.zip" % "|".join(FEATURE_KINDS), name):
         return True
     if name.endswith(".tsv") and entry.is_file():  # a fairseq manifest: it points into the replaced features
         with open(entry, encoding="utf-8", errors="replace") as f:
@@ -409,7 +461,7 @@ def _default_splits(input_dir: Path, like: bool) -> List[str]:
 def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_size: int = 8000,
             src_vocab_size: Optional[int] = None, lang_tags: str = "auto", src_lang: Optional[str] = None,
             tgt_lang: Optional[str] = None, specaugment: Optional[str] = "lb", progress: bool = False,
-            workers: Optional[int] = 1, like=None) -> Dict:
+            workers: Optional[int] = 1, like=None, features: Optional[str] = None) -> Dict:
     """Prepare ``out_dir`` from the raw manifests ``<input_dir>/<split>.tsv``; returns a summary.
 
     ``splits``: default every one of train, dev, test, test_voices that exist (train required;
@@ -419,6 +471,8 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
     ``workers``: processes computing filterbanks (None: CPU count).
     ``like``: the data folder of a trained model: reuse its vocabularies and config.yaml (then
     ``vocab_size``, ``src_vocab_size``, ``lang_tags`` and ``specaugment`` do not apply).
+    ``features``: ``fbank`` or ``whisper`` (:mod:`.feature_kinds`); default the ``--like`` folder's
+    (a whisper-import folder: whisper), else fbank; one that contradicts ``like`` is an error.
     The output is built beside ``out_dir`` and swapped into place at the end (see the module docstring).
     """
     # options and folders first: a typo must not cost the minutes of feature extraction
@@ -429,6 +483,15 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
     like = Path(like) if like is not None else None
     check_folders(input_dir, out, like)
     model_data = ModelData.read(like) if like is not None else None
+    if features is not None:
+        FEATURE_KINDS.get(features)  # unknown names: the registry's error lists the choices
+    if model_data is not None:
+        if features is not None and features != model_data.features:
+            raise PrepError(f"--features {features}: the model of --like {like} reads {model_data.features} features "
+                            f"(config.yaml features:); drop --features or give another --like")
+        features, n_bins = model_data.features, model_data.n_bins
+    else:
+        features, n_bins = features or FBANK, N_MEL_BINS
     splits = list(splits) if splits is not None else _default_splits(input_dir, model_data is not None)
     if not splits:
         raise PrepError(f"{input_dir}: no raw manifest <split>.tsv "
@@ -479,7 +542,7 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
             train_vocabulary(tgt_sentences, staging / TGT_SPM, vocab_size, "--vocab-size", user_symbols=tags)
             train_vocabulary([row["src_text"] for row in train_rows], staging / SRC_SPM, src_vocab_size or vocab_size,
                              "--src-vocab-size" if src_vocab_size else "--vocab-size")
-            write_config_yaml(staging, use_tags, specaugment, audio_root=out)
+            write_config_yaml(staging, use_tags, specaugment, audio_root=out, features=features)
         else:
             model_data.copy_into(staging, out)
             unknown = model_data.unknown_characters([row["tgt_text"] for rows in plan.values() for row in rows])
@@ -487,17 +550,18 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
                 logger.warning(f"the targets hold {len(unknown)} character(s) the model's SentencePiece model does "
                                f"not know ({''.join(unknown[:20])}): they become <unk> in the references")
 
-        # 3. features: one zip (fbank80.zip), or --like one per split (fbank80_<split>.zip)
-        zip_of = {s: (like_zip_name(s) if model_data is not None else ZIP_NAME) for s in splits}
+        # 3. features: one zip (fbank80.zip / whisper80.zip), or --like one per split (fbank80_<split>.zip)
+        kind = FEATURE_KINDS.get(features)
+        zip_of = {s: kind.zip_name(n_bins, s if model_data is not None else None) for s in splits}
         n_frames: Dict[str, int] = {}
         seconds = 0.0
-        jobs = [(f"{s}/{row['id']}", row["wav"], row["where"]) for s in splits for row in plan[s]]
+        jobs = [(f"{s}/{row['id']}", row["wav"], row["where"], features, n_bins) for s in splits for row in plan[s]]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
         writers: Dict[str, FeatureZipWriter] = {}
         try:
             results = pool.imap(_features_job, jobs, chunksize=8) if pool else map(_features_job, jobs)
-            for key, feats, dur in _progress(results, len(jobs), "filterbanks", progress):
+            for key, feats, dur in _progress(results, len(jobs), "features", progress):
                 name = zip_of[key.split("/", 1)[0]]
                 if name not in writers:
                     writers[name] = FeatureZipWriter(staging / name)
@@ -515,7 +579,7 @@ def prepare(input_dir, out_dir, splits: Optional[Sequence[str]] = None, vocab_si
 
         # 4. manifests, timings
         summary = {"splits": {}, "lang_tags": tags, "hours": round(seconds / 3600, 4),
-                   "like": str(like) if like is not None else None}
+                   "like": str(like) if like is not None else None, "features": features}
         for s in splits:
             rows = []
             for row in plan[s]:
@@ -562,7 +626,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--specaugment", default=None, choices=(*SPECAUGMENT_POLICIES, "none"),
                         help="training SpecAugment policy of fairseq (default lb: one frequency mask of up to "
                              "27 bins and one time mask of up to 100 frames; none: no SpecAugment)")
-    parser.add_argument("--workers", type=int, default=None, help="filterbank processes (default: CPU count)")
+    parser.add_argument("--features", default=None, choices=sorted(FEATURE_KINDS),
+                        help="input features: fbank (80-dim Kaldi filterbanks) or whisper (Whisper's log-mel: 16 kHz "
+                             "audio of at most 30 s); default: those of --like DATA's model, else fbank")
+    parser.add_argument("--workers", type=int, default=None, help="feature processes (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -579,8 +646,8 @@ def main(args: argparse.Namespace) -> int:
                       src_vocab_size=args.src_vocab_size,
                       lang_tags=args.lang_tags or "auto", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
                       specaugment=args.specaugment or "lb", progress=not args.no_progress, workers=args.workers,
-                      like=args.like)
+                      like=args.like, features=args.features)
     like = f", vocabulary and config.yaml of {args.like}" if args.like else ""
-    print(f"prepared {summary['splits']} ({summary['hours']} h of audio, language tags {summary['lang_tags'] or 'none'}"
-          f"{like}) in {args.out} in {time.time() - t0:.1f} s")
+    print(f"prepared {summary['splits']} ({summary['hours']} h of audio, {summary['features']} features, language tags "
+          f"{summary['lang_tags'] or 'none'}{like}) in {args.out} in {time.time() - t0:.1f} s")
     return 0

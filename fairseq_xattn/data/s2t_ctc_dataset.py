@@ -13,8 +13,11 @@ A subclass of fairseq's :class:`SpeechToTextDataset` that adds
   is the translation.  ``infer_tgt_lang``, when set, fixes the target on every split (the
   transcript when it names the source language, else the translation): that is how
   fairseq-generate is asked for ASR or ST;
-* features computed on the fly (kaldi-native-fbank) for manifests that point at wav/flac files,
-  where fairseq would need torchaudio;
+* features computed on the fly for manifests that point at wav/flac files, where fairseq would
+  need torchaudio: Kaldi filterbanks (kaldi-native-fbank), or Whisper's log-mel when config.yaml
+  says ``features: whisper`` (:mod:`.feature_kinds`; 16 kHz audio of at most 30 s, refused
+  otherwise with the manifest row named; the manifest's ``n_frames`` is checked against the kind's
+  frame count);
 * validation with clear errors: n_frames against the stored features, missing/unreadable
   features, unknown language tags, config.yaml options that fairseq would apply but this dataset
   does not.
@@ -38,7 +41,8 @@ from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset, SpeechToTextDatasetItem
 
 from .feature_zip import iter_npy_shapes, parse_zip_reference
-from .features import SAMPLE_RATE, AudioError, audio_file_fbank, num_frames
+from .feature_kinds import FBANK, FEATURE_KINDS, WHISPER, FeatureKind, feature_kind_of
+from .features import SAMPLE_RATE, AudioError
 from .manifest import AUDIO_EXTENSIONS, Manifest, ManifestError, read_s2t_manifest
 from ..language_tags import lang_tag
 
@@ -92,14 +96,20 @@ class AudioRoots:
         return f" (nor under config.yaml's audio_root {self.audio_root})" if self.audio_root is not None else ""
 
 
-def check_audio(m: Manifest, roots: AudioRoots, feature_dim: int) -> List[str]:
+def check_audio(m: Manifest, roots: AudioRoots, feature_dim: int, kind: Optional[FeatureKind] = None) -> List[str]:
     """Resolve every ``audio`` field (:class:`AudioRoots`) and check it against ``n_frames``.
 
     Zip references and .npy files are checked by reading the npy header only; audio files by their
-    length (features are computed on the fly).  Returns the resolved paths.
+    length (features of ``kind``, default fbank, are computed on the fly).  Returns the resolved paths.
     """
+    kind = kind or FEATURE_KINDS[FBANK]
     paths, zip_rows = [], []
+    longest = kind.num_frames(kind.max_samples) if kind.max_samples is not None else None
     for i, r in enumerate(m.rows):
+        if longest is not None and int(r["n_frames"]) > longest:
+            raise ManifestError(f"{m.where(i)}: n_frames {r['n_frames']} is more than the {longest} frames of "
+                                f"{kind.name} features (audio over {kind.max_samples // SAMPLE_RATE} s; split it, "
+                                "we do not truncate)")
         ref = r["audio"]
         suffix = Path(ref).suffix.lower()
         if suffix in (".npy",) + AUDIO_EXTENSIONS:
@@ -113,7 +123,7 @@ def check_audio(m: Manifest, roots: AudioRoots, feature_dim: int) -> List[str]:
                     raise ManifestError(f"{m.where(i)}: unreadable features {p}: {e}") from None
                 _check_shape(m, i, shape, feature_dim, str(p))
             else:
-                _check_audio_length(m, i, p)
+                _check_audio_length(m, i, p, kind)
             paths.append(p.as_posix())
             continue
         try:
@@ -160,15 +170,18 @@ def _check_shape(m: Manifest, i: int, shape, feature_dim: int, what: str) -> Non
                             f"config.yaml says input_feat_per_channel {feature_dim}")
 
 
-def _check_audio_length(m: Manifest, i: int, path: Path) -> None:
+def _check_audio_length(m: Manifest, i: int, path: Path, kind: FeatureKind) -> None:
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
     except Exception as e:
         raise ManifestError(f"{m.where(i)}: unreadable audio file {path}: {e}") from None
-    n_samples = info.frames if info.samplerate == SAMPLE_RATE else round(info.frames * SAMPLE_RATE / info.samplerate)
-    expected, n = num_frames(n_samples), int(m.rows[i]["n_frames"])
+    try:
+        n_samples = kind.check_audio(info.samplerate, info.frames, str(path))
+    except AudioError as e:
+        raise ManifestError(f"{m.where(i)}: {e}") from None
+    expected, n = kind.num_frames(n_samples), int(m.rows[i]["n_frames"])
     tolerance = 0 if info.samplerate == SAMPLE_RATE else 1  # resampled length may differ by a sample
     if abs(expected - n) > tolerance:
         raise ManifestError(f"{m.where(i)}: n_frames is {n} but {path} gives {expected} frames")
@@ -299,12 +312,16 @@ class SpeechToTextCtcDataset(SpeechToTextDataset):
         return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
 
     # --- features ---------------------------------------------------------------------------
+    @property
+    def feature_kind(self) -> FeatureKind:
+        return feature_kind_of(self.cfg.config, str(config_yaml_path(self.cfg)))
+
     def _get_source_audio(self, index) -> torch.Tensor:
         path = self.audio_paths[index] if isinstance(index, (int, np.integer)) else None
         if path is not None and Path(path).suffix.lower() in AUDIO_EXTENSIONS and not self.cfg.use_audio_input:
-            # fairseq would compute these with torchaudio; use kaldi-native-fbank instead
+            # fairseq would compute these with torchaudio; ours: kaldi-native-fbank or Whisper's log-mel
             try:
-                feats, _ = audio_file_fbank(path, n_bins=self.cfg.input_feat_per_channel)
+                feats, _ = self.feature_kind.compute(path, self.cfg.input_feat_per_channel)
             except AudioError as e:
                 raise ManifestError(f"{self._where[index]}: {e}") from None
             if self.feature_transforms is not None:
@@ -395,6 +412,15 @@ def check_supported_config(cfg: S2TDataConfig, split: str, is_train_split: bool)
     """Refuse config.yaml options that fairseq's SpeechToTextDataset applies but this dataset would
     ignore (its __getitem__ and feature path are its own)."""
     yaml = config_yaml_path(cfg)
+    kind = feature_kind_of(cfg.config, str(yaml))
+    if kind.name == WHISPER:
+        if cfg.use_audio_input:
+            raise ValueError(f"{yaml}: features: whisper and use_audio_input: true contradict each other: remove "
+                             "use_audio_input (the task computes Whisper's log-mel from the audio)")
+        transforms = cfg.get_transforms("feature_", split, is_train_split) or cfg.get_transforms("", split, is_train_split)
+        if cfg.config.get("whisper") is not None and transforms:
+            raise ValueError(f"{yaml}: feature_transforms {list(transforms)} (split {split}) would change the "
+                             "log-mel a Whisper model reads (it takes Whisper's features as they are): remove them")
     dataset_transforms = cfg.get_transforms("dataset_", split, is_train_split)
     if dataset_transforms:
         raise ValueError(f"{yaml}: dataset_transforms {list(dataset_transforms)} (split {split}) are not "
@@ -429,7 +455,8 @@ def load_s2t_ctc_dataset(data_root, split: str, cfg: S2TDataConfig, tgt_dict: Di
                          infer_tgt_lang: Optional[str] = None, seed: int = 1) -> SpeechToTextCtcDataset:
     """Read and validate ``<data_root>/<split>.tsv`` and build the dataset."""
     m = read_s2t_manifest(Path(data_root) / f"{split}.tsv")
-    paths = check_audio(m, AudioRoots(cfg, Path(data_root)), cfg.input_feat_per_channel)
+    paths = check_audio(m, AudioRoots(cfg, Path(data_root)), cfg.input_feat_per_channel,
+                        feature_kind_of(cfg.config, str(config_yaml_path(cfg))))
     return SpeechToTextCtcDataset(
         split, is_train_split, cfg, audio_paths=paths, n_frames=[int(x) for x in m.column("n_frames")],
         tgt_texts=m.column("tgt_text"), tgt_dict=tgt_dict, src_texts=m.column("src_text"), src_dict=src_dict,

@@ -84,10 +84,12 @@ class Explainer:
 
     @torch.no_grad()
     def explain(self, utt_id: str, features: torch.Tensor, target_tokens: torch.Tensor,
-                eos: int, snapshots: Sequence[int] = (), vocab_size: Optional[int] = None) -> Explanation:
+                first_input: int, snapshots: Sequence[int] = (), vocab_size: Optional[int] = None) -> Explanation:
         """``features`` T x F (no padding), ``target_tokens`` I (hypothesis + EOS).
 
-        Forced decoding uses ``prev_output_tokens = [EOS] + target_tokens[:-1]``.  ``snapshots``: mask
+        Forced decoding uses ``prev_output_tokens = [first_input] + target_tokens[:-1]``; ``first_input``
+        is the decoder's first input (``generation.teacher_forced.decoder_first_input``: EOS for
+        fairseq models, ``<|startoftranscript|>`` for Whisper).  ``snapshots``: mask
         counts at which to also return the map so far (convergence curves).  ``vocab_size``: the
         hypotheses' dictionary size, checked against the model's output before any mask is run.
         """
@@ -100,7 +102,7 @@ class Explainer:
         if target_tokens.numel() == 0:
             raise InputDataError(f"utterance {utt_id!r}: empty hypothesis (it needs at least EOS)")
         target_tokens = target_tokens.to(features.device).long()
-        prev = torch.cat([target_tokens.new_tensor([eos]), target_tokens[:-1]]).unsqueeze(0)  # 1 x I
+        prev = torch.cat([target_tokens.new_tensor([first_input]), target_tokens[:-1]]).unsqueeze(0)  # 1 x I
         ctx = self.perturbation.setup(self.adapter, features, prev)
         ref = ctx.ref_logprobs  # I x V
         if vocab_size is not None and ref.shape[-1] != vocab_size:

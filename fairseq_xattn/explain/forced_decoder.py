@@ -10,6 +10,12 @@ model (or a hand-built oracle in tests) can be explained:
     reference log-probabilities;
 ``logprobs_for_inputs(features N x T x F, lengths N, prev_output_tokens 1 x I) -> N x I x V``
     full passes (encoder + decoder) of N perturbed inputs;
+optional ``input_fill_value(features T x F) -> float``
+    the value an occluded input cell takes for this utterance (default 0, the CMVN mean); an adapter
+    that has it also takes ``fill_value=`` in ``encode`` and ``logprobs_for_inputs``, the value of the
+    unperturbed utterance the encoder must keep (Whisper: the padding after the audio);
+optional ``input_frames_per_pass(T) -> int``
+    input frames one encoder pass processes (the mask batch's memory budget; default T);
 ``prepare_frame_zeroing(encoded) -> state`` and
 ``logprobs_with_frames_zeroed(state, zeroed N x T' bool, prev_output_tokens 1 x I) -> N x I x V``
     decoder-only passes with the encoder states of the ``zeroed`` frames set to 0.
@@ -17,6 +23,14 @@ model (or a hand-built oracle in tests) can be explained:
 :class:`FairseqForcedDecoder` implements it for fairseq encoder-decoder models whose encoder returns
 fairseq's dict (``encoder_out``: ``[T' x B x D]``, ``encoder_padding_mask``: ``[B x T']``) and whose
 decoder layers cross-attend through ``layer.encoder_attn`` (a fairseq ``MultiheadAttention``).
+
+**Encoders with more states than real frames** (Whisper's 30 s window: 1500 states, of which the
+audio's ``T' = encoder_lengths`` come first): the maps are over the real frames (``n_encoder_frames``);
+masks occlude real frames only, the padding states stay as they are (the decoder attends them, as
+Whisper's does).  The model's encoder says what it needs through ``input_fill_value(features)`` (the
+value of "no audio": Whisper's log-mel of silence, used as the occlusion value and passed back as
+``padding_value`` so that masking an utterance does not move its padding) and
+``input_frames_per_pass(T)`` (the 3000 frames of the window).
 
 Fast path for the encoder target (``kv_reuse``): zeroing the encoder state h_t makes the cross-
 attention key/value projections of frame t equal to the projection biases.  So each layer's K and V
@@ -63,8 +77,24 @@ class FairseqForcedDecoder:
         return next(self.model.parameters()).device
 
     # -- encoder --------------------------------------------------------------------------------
-    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> Dict[str, Any]:
-        """``B x T x F`` features -> fairseq encoder output dict."""
+    def input_fill_value(self, features: torch.Tensor) -> float:
+        """What an occluded input cell of the utterance ``features`` (``T x F``) is set to: the
+        encoder's ``input_fill_value`` (Whisper: its log-mel of silence), else 0 (the CMVN mean)."""
+        own = getattr(self.model.encoder, "input_fill_value", None)
+        return float(own(features)) if own is not None else 0.0
+
+    def input_frames_per_pass(self, n_frames: int) -> int:
+        """Input frames one encoder pass processes for ``n_frames`` of input (Whisper: its window)."""
+        own = getattr(self.model.encoder, "input_frames_per_pass", None)
+        return int(own(n_frames)) if own is not None else int(n_frames)
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor, fill_value: Optional[float] = None) -> Dict[str, Any]:
+        """``B x T x F`` features -> fairseq encoder output dict.  ``fill_value`` (encoders with
+        ``input_fill_value`` only): the unperturbed utterance's value, given as the encoder's
+        ``padding_value`` so that the padding after the audio does not follow the perturbation."""
+        if fill_value is not None and hasattr(self.model.encoder, "input_fill_value"):
+            padding = torch.full((features.shape[0],), float(fill_value), device=features.device, dtype=features.dtype)
+            return self.model.encoder(features, lengths, padding_value=padding)
         return self.model.encoder(features, lengths)
 
     @staticmethod
@@ -102,9 +132,9 @@ class FairseqForcedDecoder:
         return self._logprobs(prev_output_tokens, encoded)
 
     def logprobs_for_inputs(self, features: torch.Tensor, lengths: torch.Tensor,
-                            prev_output_tokens: torch.Tensor) -> torch.Tensor:
-        """Full passes of ``N x T x F`` perturbed inputs -> ``N x I x V``."""
-        encoded = self.encode(features, lengths)
+                            prev_output_tokens: torch.Tensor, fill_value: Optional[float] = None) -> torch.Tensor:
+        """Full passes of ``N x T x F`` perturbed inputs -> ``N x I x V`` (``fill_value``: see :meth:`encode`)."""
+        encoded = self.encode(features, lengths, fill_value)
         prev = prev_output_tokens.expand(features.shape[0], -1)
         return self._logprobs(prev, encoded)
 
@@ -139,9 +169,20 @@ class FairseqForcedDecoder:
             self._check_kv_reuse(state)
         return state
 
+    def _all_states(self, state: FrameZeroingState, zeroed: torch.Tensor) -> torch.Tensor:
+        """``N x T'`` (real frames) -> ``N x S`` over every encoder state (Whisper's window: ``S`` =
+        1500 > ``T'``); the states after the audio are never zeroed."""
+        n_states = self.encoder_states(state.encoded).shape[0]
+        if zeroed.shape[1] == n_states:
+            return zeroed
+        if zeroed.shape[1] > n_states:
+            raise ValueError(f"a mask over {zeroed.shape[1]} encoder frames for {n_states} encoder states")
+        return torch.nn.functional.pad(zeroed, (0, n_states - zeroed.shape[1]), value=False)
+
     def logprobs_with_frames_zeroed(self, state: FrameZeroingState, zeroed: torch.Tensor,
                                     prev_output_tokens: torch.Tensor) -> torch.Tensor:
-        """``zeroed`` N x T' bool -> ``N x I x V`` with those encoder states set to 0."""
+        """``zeroed`` N x T' bool (real frames) -> ``N x I x V`` with those encoder states set to 0."""
+        zeroed = self._all_states(state, zeroed)
         n = zeroed.shape[0]
         prev = prev_output_tokens.expand(n, -1)
         if state.kv is None:
@@ -187,6 +228,7 @@ class FairseqForcedDecoder:
         t = self.n_encoder_frames(state.encoded)
         zeroed = torch.zeros(2, t, dtype=torch.bool, device=self.device)
         zeroed[0, ::2] = True
+        zeroed = self._all_states(state, zeroed)
         prev = torch.full((2, 2), self._eos(), dtype=torch.long, device=self.device)
         fast = self._kv_reuse_zeroed(state, zeroed, prev)
         plain = self._plain_zeroed(state, zeroed, prev)

@@ -5,7 +5,10 @@
 * TSV with a header: columns ``id`` and ``tokens`` (space-separated target-dictionary symbols, as
   the generation task's ``--teacher-forced`` TSV).
 
-EOS is appended when a sequence does not end with it.  Checked against the target dictionary: ids out
+EOS is appended when a sequence does not end with it.  ``prompt`` (the task's forced decoder prompt
+after its first input, e.g. Whisper's ``<|notimestamps|>``): a TSV sequence without it gets it in
+front, and counts it in ``prefix_len``; a stored one must start with it (else it was decoded with
+another prompt).  Checked against the target dictionary: ids out
 of range, symbols the dictionary does not know, or stored ``token_strings`` that the dictionary spells
 differently (a store made with another vocabulary) raise :class:`HypothesisError` naming the file and
 the utterance id.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..data.token_sequences import TokenSequenceError, read_token_sequences, symbols_to_ids
 from ..language_tags import leading_lang_tags
@@ -35,9 +38,10 @@ class Hypothesis:
 class HypothesisSource:
     """Random access to hypotheses by utterance id; ``path`` is a store directory or a TSV file."""
 
-    def __init__(self, path: str, dictionary):
+    def __init__(self, path: str, dictionary, prompt: Sequence[int] = ()):
         self.path = Path(path)
         self.dictionary = dictionary
+        self.prompt = [int(t) for t in prompt]
         self._store: Optional[StoreReader] = None
         self._table: Dict[str, Hypothesis] = {}
         if self.path.is_dir():
@@ -69,11 +73,19 @@ class HypothesisSource:
         for row in read_token_sequences(self.path, "--explain-hypotheses", error=HypothesisError).values():
             ids = symbols_to_ids(row.symbols, self.dictionary, row.where("--explain-hypotheses", self.path),
                                  error=HypothesisError)
-            self._table[row.utt_id] = self._check(row.utt_id, ids, None, leading_lang_tags(row.symbols))
+            n = len(self.prompt)
+            if n and ids[:n] != self.prompt:
+                ids = self.prompt + ids
+            self._table[row.utt_id] = self._check(row.utt_id, ids, None,
+                                                  n + leading_lang_tags([self.dictionary[t] for t in ids[n:]]))
 
     def _check(self, utt_id: str, tokens: List[int], token_strings, prefix_len: int) -> Hypothesis:
         d = self.dictionary
         tokens = [int(t) for t in tokens]
+        if self.prompt and tokens[:len(self.prompt)] != self.prompt:
+            raise HypothesisError(f"--explain-hypotheses {self.path}, utterance {utt_id!r}: the tokens do not start with "
+                                  f"the decoder prompt {[d[t] for t in self.prompt if 0 <= t < len(d)]} of this task "
+                                  "(decoded with another language or task?)")
         bad = [t for t in tokens if not 0 <= t < len(d)]
         if bad:
             raise HypothesisError(f"--explain-hypotheses {self.path}, utterance {utt_id!r}: token ids {bad[:5]} are "

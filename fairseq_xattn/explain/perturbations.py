@@ -6,15 +6,16 @@ cell of the saliency map to its unit, and the reference log-probabilities.  Then
 :meth:`Perturbation.logprobs` runs the model on one :class:`~fairseq_xattn.explain.masks.MaskBatch`.
 
 * ``input_slic`` (target ``input``): units are SLIC segments of the ``T x F`` spectrogram, one
-  level per patches-per-second value; an occluded segment is set to 0 (the CMVN mean).
-  Cells: ``T x F``.  Each mask is a full encoder + decoder pass.
+  level per patches-per-second value; an occluded segment is set to the model's "no signal" value
+  (:func:`input_fill_value`: 0, the CMVN mean, for our models; the utterance's log-mel of silence
+  for Whisper).  Cells: ``T x F`` (the real frames).  Each mask is a full encoder + decoder pass.
 * ``encoder_frames`` (target ``encoder``): units are the ``T'`` encoder states; an occluded state is
   set to 0 (all D features).  Cells: ``T'``.  The encoder runs once; masks re-run the decoder only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Sequence, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
 
 import torch
 
@@ -27,12 +28,7 @@ from .segmentation import multi_level_labels
 PERTURBATIONS: "Registry[Type[Perturbation]]" = Registry("perturbation")
 
 
-def register_perturbation(name: str):
-    def wrap(cls):
-        cls.name = name
-        return PERTURBATIONS.register(name)(cls)
-
-    return wrap
+register_perturbation = PERTURBATIONS.register_class
 
 
 def perturbation_options(name: str, values: Mapping[str, Any] = ()) -> Any:
@@ -86,6 +82,13 @@ class Perturbation:
         raise NotImplementedError
 
 
+def input_fill_value(adapter, features: torch.Tensor) -> Optional[float]:
+    """The value occluded input cells of ``features`` (``T x F``) take, from the adapter (the model)
+    when it says (``input_fill_value``; Whisper: log-mel of silence), else None (0, the CMVN mean)."""
+    own = getattr(adapter, "input_fill_value", None)
+    return float(own(features)) if own is not None else None
+
+
 @dataclass
 class InputSlicOptions:
     """Options of ``input_slic`` (SPES / MFPP defaults)."""
@@ -107,7 +110,7 @@ class InputSlicOptions:
 class InputSlicPerturbation(Perturbation):
     target = "input"
     Options = InputSlicOptions
-    fill_value = 0.0  # an occluded segment takes the CMVN mean
+    fill_value = 0.0  # an occluded segment takes the CMVN mean, unless the model says otherwise
 
     def setup(self, adapter, features, prev_output_tokens):
         o = self.options
@@ -115,12 +118,18 @@ class InputSlicPerturbation(Perturbation):
                                        o.sigma, o.threshold_seconds, o.frame_shift_seconds)
         labels = [torch.from_numpy(lab).to(features.device) for lab in labels_np]
         lengths = torch.tensor([features.shape[0]], device=features.device)
-        encoded = adapter.encode(features.unsqueeze(0), lengths)
+        model_fill = input_fill_value(adapter, features)
+        # the unperturbed utterance's value goes back to the encoder with every perturbed copy
+        fill_kwargs = {} if model_fill is None else {"fill_value": model_fill}
+        encoded = adapter.encode(features.unsqueeze(0), lengths, **fill_kwargs)
         ref = adapter.decode_logprobs(encoded, prev_output_tokens)[0]
+        frames_per_pass = getattr(adapter, "input_frames_per_pass", None)
         return PerturbationContext([int(lab.max()) + 1 for lab in labels], labels, ref,
-                                   n_cells=int(features.shape[0]),
+                                   n_cells=int(frames_per_pass(features.shape[0]) if frames_per_pass
+                                               else features.shape[0]),
                                    n_encoder_frames=adapter.n_encoder_frames(encoded),
-                                   state={"features": features})
+                                   state={"features": features, "fill_kwargs": fill_kwargs,
+                                          "fill": self.fill_value if model_fill is None else model_fill})
 
     def logprobs(self, adapter, ctx, masks, prev_output_tokens):
         features = ctx.state["features"]  # T x F
@@ -128,9 +137,9 @@ class InputSlicPerturbation(Perturbation):
         for level, rows in masks.rows.items():
             # k x S_l segment bits -> k x T x F cell bits through the level's label map.
             occluded[rows] = masks.occluded[level][:, ctx.labels[level]]
-        perturbed = features.masked_fill(occluded, self.fill_value)  # N x T x F
+        perturbed = features.masked_fill(occluded, ctx.state["fill"])  # N x T x F
         lengths = torch.full((masks.size,), features.shape[0], device=features.device)
-        return adapter.logprobs_for_inputs(perturbed, lengths, prev_output_tokens)
+        return adapter.logprobs_for_inputs(perturbed, lengths, prev_output_tokens, **ctx.state["fill_kwargs"])
 
 
 @register_perturbation("encoder_frames")
@@ -141,9 +150,11 @@ class EncoderFramesPerturbation(Perturbation):
         lengths = torch.tensor([features.shape[0]], device=features.device)
         encoded = adapter.encode(features.unsqueeze(0), lengths)
         ref = adapter.decode_logprobs(encoded, prev_output_tokens)[0]
-        t = adapter.n_encoder_frames(encoded)
+        t = adapter.n_encoder_frames(encoded)  # real-audio frames: the map's cells and the mask units
         labels = [torch.arange(t, device=features.device)]
-        return PerturbationContext([t], labels, ref, n_cells=t, n_encoder_frames=t,
+        # the decoder attends every state (Whisper's window: 1500): that is the memory per mask
+        n_states = int(adapter.encoder_states(encoded).shape[0]) if hasattr(adapter, "encoder_states") else t
+        return PerturbationContext([t], labels, ref, n_cells=max(t, n_states), n_encoder_frames=t,
                                    state={"zeroing": adapter.prepare_frame_zeroing(encoded)})
 
     def logprobs(self, adapter, ctx, masks, prev_output_tokens):

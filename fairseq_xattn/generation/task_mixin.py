@@ -34,7 +34,7 @@ from .recorder import TEACHER_FORCED_REFERENCE, CrossAttentionRecorder, ForcedSe
 from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
 from .run_settings import search_settings
 from .task_support import GenerationTaskSupport
-from .teacher_forced import teacher_forced_pass
+from .teacher_forced import decoder_first_input, teacher_forced_pass
 
 
 @dataclass
@@ -138,14 +138,17 @@ class RecordingTaskMixin(GenerationTaskSupport):
         try:
             # open (or check) the store before decoding: a mismatched resume fails before any work
             recorder.open(generator, models, lambda: self.run_identity(models))
+            prompt_len = len(self.decoder_prompt_prefix())  # Whisper's forced task prompt (after its first input)
             if recorder.teacher_forced:
                 hypos = self._teacher_forced_hypos(generator, models, sample)
-                forced_prefix_len = None  # each sequence's own leading language tags
+                forced_prefix_len = prompt_len or None  # else each sequence's own leading language tags
             else:
+                # the task's inference_step forces the prompt (prefix_tokens) itself
                 hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                                constraints=constraints)
                 # without --prefix-size, a generated language tag still opens the hypothesis
-                forced_prefix_len = prefix_tokens.size(1) if prefix_tokens is not None else None
+                forced_prefix_len = prompt_len + prefix_tokens.size(1) if prefix_tokens is not None \
+                    else prompt_len or None
             recorder.write(self.utterance_ids(sample), sample["net_input"]["src_lengths"].tolist(),
                            self._references(generator, sample), hypos, self.target_dictionary,
                            lambda tokens: self.decode_tokens(tokens, self._strip(generator)), forced_prefix_len,
@@ -177,9 +180,10 @@ class RecordingTaskMixin(GenerationTaskSupport):
     def _teacher_forced_hypos(self, generator, models, sample) -> List[List[Dict]]:
         if len(models) != 1:
             raise OptionError(f"--teacher-forced records one model, got an ensemble of {len(models)}")
-        sequences = self._forced_sequences(sample)
         tgt_dict = self.target_dictionary
-        out = teacher_forced_pass(models[0], sample["net_input"], sequences, tgt_dict.pad(), generator.eos)
+        sequences = [self.with_prompt(seq) for seq in self._forced_sequences(sample)]
+        out = teacher_forced_pass(models[0], sample["net_input"], sequences, tgt_dict.pad(), generator.eos,
+                                  first_input=decoder_first_input(tgt_dict))
         hypos = []
         for seq, xattn, pos in zip(sequences, out.cross_attention, out.positional_scores):
             score = pos.sum()

@@ -1,5 +1,5 @@
-"""What inference steps of our tasks need from their fairseq task: utterance ids, text, and the
-identity of the run (model and data) that stores record.  A mixin for any fairseq speech-to-text
+"""What inference steps of our tasks need from their fairseq task: utterance ids, text, the forced
+decoder prompt (Whisper), and the identity of the run (model and data) that stores record.  A mixin for any fairseq speech-to-text
 task, argparse (``args``) or dataclass (``cfg``) configured."""
 from pathlib import Path
 from typing import Any, Dict, List
@@ -45,6 +45,22 @@ class GenerationTaskSupport:
             text = tokenizer.decode(text)
         return text
 
+    def decoder_prompt_prefix(self) -> List[int]:
+        """Tokens forced after the decoder's first input (:func:`.teacher_forced.decoder_first_input`)
+        before anything is generated: Whisper's task prompt after ``<|startoftranscript|>``; none for
+        our models (their language tag is fairseq's ``--prefix-size`` prefix).  Tasks override it."""
+        return []
+
+    def with_prompt(self, tokens):
+        """``tokens`` (a LongTensor ``I``) with :meth:`decoder_prompt_prefix` in front, unless they
+        already start with it (hypotheses of a recording run do; references never do)."""
+        import torch
+
+        prompt = self.decoder_prompt_prefix()
+        if not prompt or tokens[: len(prompt)].tolist() == prompt:
+            return tokens
+        return torch.cat([tokens.new_tensor(prompt), tokens])
+
     def encode_text(self, text: str) -> str:
         """Raw text -> the space-separated symbols the target dictionary reads (as the dataset does)."""
         tokenizer, bpe = self._text_codecs()
@@ -64,10 +80,18 @@ class GenerationTaskSupport:
         split = getattr(self, "generated_split", None)
         data_files = [Path(data) / config_yaml] + [Path(data) / f"{s}.tsv" for s in (split or "").split(",") if s] \
             if data else []
-        return {
+        identity = {
             "model_sha256": model_fingerprint(models),
             "data": data, "config_yaml": config_yaml, "gen_subset": split,
             "data_sha256": files_fingerprint(data_files),
             "infer_tgt_lang": getattr(cfg, "infer_tgt_lang", None),
         }
+        # Whisper's alignment heads (0-based [layer, head]): `xattn timestamps --heads whisper` reads them
+        heads = getattr(models[0], "alignment_heads", None) if len(models) == 1 else None
+        if isinstance(heads, (list, tuple)) and heads:
+            identity["alignment_heads"] = [[int(layer), int(head)] for layer, head in heads]
+        prompt = self.decoder_prompt_prefix()
+        if prompt:
+            identity["decoder_prompt"] = [int(t) for t in prompt]
+        return identity
 

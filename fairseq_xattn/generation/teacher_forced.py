@@ -1,12 +1,19 @@
-"""Cross-attention of given token sequences under teacher forcing (one full decoder pass).
+"""Cross-attention of given token sequences under teacher forcing (one full decoder pass), and the
+decoder's first input.
 
 Used by the teacher-forced recording mode (a reference, or hypotheses produced elsewhere, for
 forced-alignment studies) and by the tests that check beam-search recording against it.
+
+**The decoder's first input** (:func:`decoder_first_input`) is the one home of that convention:
+fairseq decoders start from EOS; Whisper's from ``<|startoftranscript|>`` (its dictionary says so
+with ``decoder_start``).  Beam search (``bos_token``), teacher forcing and the explainer's forced
+decoding all read it from here, so a hypothesis ``y`` is always scored with the decoder input
+``[first input] + y[:-1]``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from fairseq.data import data_utils
@@ -14,6 +21,18 @@ from torch import Tensor, nn
 
 from .capture import CrossAttentionCapture
 from ..models.encoder_output import encoder_output_lengths
+
+
+def decoder_first_input(dictionary) -> int:
+    """The token the decoder reads before the first output token: the dictionary's
+    ``decoder_start`` when it has one (Whisper: ``<|startoftranscript|>``), else EOS (fairseq)."""
+    start = getattr(dictionary, "decoder_start", None)
+    return int(start) if start is not None else int(dictionary.eos())
+
+
+def decoder_input(tokens: Tensor, first_input: int) -> Tensor:
+    """``I`` tokens (ending with EOS) -> the decoder input ``[first_input] + tokens[:-1]`` (``I``)."""
+    return torch.cat([tokens.new_tensor([first_input]), tokens[:-1]])
 
 
 @dataclass
@@ -28,8 +47,9 @@ class TeacherForcedOutput:
 
 @torch.no_grad()
 def teacher_forced_pass(model: nn.Module, net_input: Dict[str, Tensor], token_sequences: Sequence[Tensor],
-                        pad: int, eos: int) -> TeacherForcedOutput:
-    """Run ``model`` on the batch ``net_input`` with ``prev_output_tokens = EOS + tokens[:-1]``.
+                        pad: int, eos: int, first_input: Optional[int] = None) -> TeacherForcedOutput:
+    """Run ``model`` on the batch ``net_input`` with ``prev_output_tokens = first_input + tokens[:-1]``
+    (``first_input``: :func:`decoder_first_input` of the target dictionary; None: EOS).
 
     Args:
         model: a fairseq encoder-decoder model (in eval mode).
@@ -45,6 +65,8 @@ def teacher_forced_pass(model: nn.Module, net_input: Dict[str, Tensor], token_se
         if seq.numel() == 0 or int(seq[-1]) != eos:
             raise ValueError(f"token sequence {b} must end with EOS ({eos}): {seq.tolist()}")
     prev_output_tokens = data_utils.collate_tokens(sequences, pad, eos, move_eos_to_beginning=True)
+    if first_input is not None:  # column 0 is the moved EOS of every sequence
+        prev_output_tokens[:, 0] = first_input
     targets = data_utils.collate_tokens(sequences, pad, eos)
 
     capture = CrossAttentionCapture(model.decoder)

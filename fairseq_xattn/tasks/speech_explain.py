@@ -30,6 +30,7 @@ from ..explain.explainer import Explainer
 from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
 from ..explain.saliency_store import open_saliency_writer
+from ..generation.teacher_forced import decoder_first_input
 from ..explain.settings import explain_config_fields, settings_from_config
 from ..geometry import infer_subsampling
 from ..maps.pooling import AGGREGATORS
@@ -126,7 +127,8 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
         if self._hypotheses is None:
             if not self.cfg.explain_hypotheses:
                 raise OptionError("--task speech_explain needs --explain-hypotheses (a recording store or a TSV)")
-            self._hypotheses = HypothesisSource(self.cfg.explain_hypotheses, self.target_dictionary)
+            self._hypotheses = HypothesisSource(self.cfg.explain_hypotheses, self.target_dictionary,
+                                                prompt=self.decoder_prompt_prefix())
         return self._hypotheses
 
     def store_path(self) -> Path:
@@ -200,7 +202,7 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
             else:
                 features = src[b, :lengths[b]]  # T x F without the batch's padding: batch-independent
                 tokens = torch.tensor(hyp.tokens, dtype=torch.long, device=src.device)
-                res = explainer.explain(utt_id, features, tokens, d.eos(), vocab_size=len(d))
+                res = explainer.explain(utt_id, features, tokens, decoder_first_input(d), vocab_size=len(d))
                 meta = saliency_record_meta(hyp.tokens, hyp.token_strings, lengths[b], res.n_encoder_frames,
                                             hyp.prefix_len, res.n_masks, res.units_per_level, res.ref_logprobs.tolist(),
                                             subsampling=self._subsampling,

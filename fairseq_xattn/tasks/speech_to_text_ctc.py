@@ -11,12 +11,24 @@ target one.
 Inference: with language tags (``prepend_tgt_lang_tag``) decode with ``--prefix-size 1``; the
 first target token, the language tag, is then forced, and ``--infer-tgt-lang`` picks it (the
 source language gives the transcript, i.e. ASR; the target language the translation).
+
+**Whisper data folders** (``xattn whisper-import`` writes one; config.yaml has a ``whisper:``
+section with the prompt's ``language`` and ``task``, and ``features: whisper``): the target
+dictionary is the :class:`~fairseq_xattn.models.whisper.vocabulary.WhisperDictionary` of
+``vocab_filename`` (also the source one); references are tokenised with Whisper's BPE
+(:class:`~fairseq_xattn.models.whisper.vocabulary.WhisperTextCodec` as the task's ``bpe``), so
+fairseq-generate's T-/D- lines are Whisper's decoded text; decoding starts from
+``<|startoftranscript|>`` (``bos_token``) and forces the rest of Whisper's prompt
+(:meth:`SpeechToTextCtcTaskBase.decoder_prompt_prefix`, e.g. ``<|notimestamps|>``) as
+``prefix_tokens`` in :meth:`SpeechToTextCtcTaskBase.inference_step`, which recording wraps.  The
+prompt comes from config.yaml, so ``--prefix-size`` (it would force reference tokens) and
+``--infer-tgt-lang`` (the language is ``whisper.language``) are refused.
 """
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Set
+from typing import List, Optional, Set
 
 import numpy as np
 import torch
@@ -34,6 +46,7 @@ from ..language_tags import is_lang_tag
 from ..data.s2t_ctc_dataset import SpeechToTextCtcConcatDataset, build_tokenizer_from_config, load_s2t_ctc_dataset
 from ..generation.task_mixin import RecordingConfig, RecordingTaskMixin
 from ..generation.task_support import GenerationTaskSupport
+from ..generation.teacher_forced import decoder_first_input
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +88,18 @@ class CtcSourceDictionary(Dictionary):
         return super().string(tensor, *args, **kwargs)
 
 
+def whisper_options(data_cfg: S2TDataConfig, yaml_path=None) -> Optional[dict]:
+    """config.yaml's ``whisper:`` section (the decoder prompt of an imported Whisper model), or None.
+    Its presence makes the data folder a Whisper one (dictionary, text codec, prompt)."""
+    section = data_cfg.config.get("whisper")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise OptionError(f"{yaml_path or 'config.yaml'}: whisper: must be a mapping (language, task, n_mels), "
+                          f"got {section!r}")
+    return dict(section)
+
+
 class BatchingError(RuntimeError):
     """Batching lost or duplicated utterances."""
 
@@ -93,6 +118,10 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
         self.data_cfg.yaml_path = Path(cfg.data) / cfg.config_yaml  # named in the dataset's config errors
         self.src_dict = src_dict if src_dict is not None else CtcSourceDictionary.load(
             str(Path(cfg.data) / self.data_cfg.vocab_filename))
+        self.whisper = whisper_options(self.data_cfg)
+        if self.whisper is not None and getattr(cfg, "infer_tgt_lang", None):
+            raise OptionError(f"--infer-tgt-lang {cfg.infer_tgt_lang}: a Whisper model's prompt language is "
+                              f"whisper.language of {self.data_cfg.yaml_path}; edit it there instead")
         cfg_src_bpe = self.data_cfg.config.get("src_bpe_tokenizer")
         self.src_bpe_tokenizer_cfg = self.data_cfg._auto_convert_to_abs_path(cfg_src_bpe) if cfg_src_bpe else None
         if not 0.0 <= float(cfg.multitask_asr_prob) <= 1.0:
@@ -108,6 +137,12 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
         tgt_path = data / data_cfg.vocab_filename
         if not tgt_path.is_file():
             raise MissingFileError(f"target dictionary not found: {tgt_path} (vocab_filename in {yaml_path})")
+        if whisper_options(data_cfg, yaml_path) is not None:
+            from ..models.whisper.vocabulary import WhisperDictionary
+
+            tgt_dict = WhisperDictionary.load(tgt_path)  # the tokenizer files are beside it
+            logger.info(f"Whisper dictionary: {tgt_dict.n_vocab} tokens")
+            return cls(cfg, tgt_dict, tgt_dict)  # one vocabulary: the source (CTC) one is the target one
         tgt_dict = Dictionary.load(str(tgt_path))
         src_name = data_cfg.config.get("src_vocab_filename")
         src_dict = None
@@ -131,6 +166,43 @@ class SpeechToTextCtcTaskBase(GenerationTaskSupport, SpeechToTextTask):
     @property
     def target_dictionary(self):
         return self.tgt_dict
+
+    # --- Whisper ------------------------------------------------------------------------------
+    def build_bpe(self, args):
+        """fairseq's text codec; a Whisper data folder's is Whisper's BPE (see the module docstring)."""
+        if getattr(self, "whisper", None) is not None:
+            from ..models.whisper.vocabulary import WhisperTextCodec
+
+            return WhisperTextCodec(self.tgt_dict)
+        return super().build_bpe(args)
+
+    def decoder_prompt_prefix(self) -> List[int]:
+        """Whisper's prompt after ``<|startoftranscript|>`` (language and task for multilingual
+        models, ``<|notimestamps|>``), from config.yaml's ``whisper:``; empty for our models."""
+        if getattr(self, "whisper", None) is None:
+            return []
+        from ..models.whisper.prompt import whisper_prompt
+
+        prompt = whisper_prompt(self.tgt_dict, self.whisper.get("language"), self.whisper.get("task") or "transcribe")
+        if prompt[0] != decoder_first_input(self.tgt_dict):
+            raise RuntimeError(f"Whisper's prompt {prompt} does not start with the decoder's first input")
+        return prompt[1:]
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """fairseq's, with Whisper's prompt forced: ``bos_token`` = the decoder's first input and
+        ``prefix_tokens`` = :meth:`decoder_prompt_prefix` (beam search otherwise unchanged)."""
+        prompt = self.decoder_prompt_prefix()
+        if not prompt:
+            return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                          constraints=constraints)
+        if prefix_tokens is not None:
+            raise OptionError(f"--prefix-size {prefix_tokens.size(1)}: a Whisper model's prompt "
+                              f"({' '.join(self.tgt_dict[t] for t in prompt)}) is forced already; drop --prefix-size")
+        src = sample["net_input"]["src_tokens"]
+        prefix = torch.tensor(prompt, dtype=torch.long, device=src.device).unsqueeze(0).expand(src.size(0), -1)
+        with torch.no_grad():
+            return generator.generate(models, sample, prefix_tokens=prefix.contiguous(), constraints=constraints,
+                                      bos_token=decoder_first_input(self.tgt_dict))
 
     def lang_tag_indices(self) -> Set[int]:
         """Target-dictionary indices of the language tags ``<lang:xx>``."""

@@ -221,7 +221,7 @@ class WhisperAudioEncoder(FairseqEncoder):
             padding_value = silence_values(src_tokens, src_lengths)
         # The convolution outputs for the real frames read the input up to two frames past the audio:
         # give them the silence Whisper has there (capped at the window, where conv padding is zeros).
-        n_in = self.n_input_frames if self.pad_to_30s else min(n_frames + 2, self.n_input_frames)
+        n_in = self.input_frames_per_pass(n_frames)
         x = F.pad(src_tokens, (0, 0, 0, n_in - n_frames))
         real = torch.arange(n_in, device=x.device)[None, :] < src_lengths[:, None]
         x = torch.where(real[..., None], x, padding_value.to(x)[:, None, None])
@@ -252,6 +252,19 @@ class WhisperAudioEncoder(FairseqEncoder):
             "src_tokens": [],
             "src_lengths": [src_lengths],
         }
+
+    def input_fill_value(self, features: Tensor) -> float:
+        """The input value that holds no audio for the utterance ``features`` (``T x n_mels``, real
+        frames): its log-mel of digital silence, the value of the padding after it.  Occluded input
+        cells take it (explanations), and passing it as ``padding_value`` keeps a perturbed copy's
+        padding that of the unperturbed utterance."""
+        lengths = torch.tensor([features.shape[0]], device=features.device)
+        return float(silence_values(features.unsqueeze(0), lengths)[0])
+
+    def input_frames_per_pass(self, n_frames: int) -> int:
+        """Input frames the encoder actually processes for ``n_frames`` of audio: the 30 s window
+        (3000), or with ``--no-pad-to-30s`` the audio and the two silence frames after it."""
+        return self.n_input_frames if self.pad_to_30s else min(int(n_frames) + 2, self.n_input_frames)
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         """Select/reorder batch entries (beam search) in every tensor of the dict."""

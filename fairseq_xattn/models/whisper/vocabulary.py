@@ -181,6 +181,12 @@ class WhisperDictionary(Dictionary):
         return self.bos_index
 
     @property
+    def decoder_start(self) -> int:
+        """The decoder's first input, ``<|startoftranscript|>`` (fairseq dictionaries start with EOS);
+        read through :func:`fairseq_xattn.generation.teacher_forced.decoder_first_input`."""
+        return self.sot
+
+    @property
     def translate(self) -> int:
         return self.indices[TRANSLATE]
 
@@ -281,7 +287,10 @@ class WhisperDictionary(Dictionary):
         """fairseq's ``Dictionary.string`` for Whisper: the decoded text (:meth:`decode`), one line per
         row of a 2-D tensor.  Special tokens are always dropped, and so are ``extra_symbols_to_ignore``;
         the other arguments are accepted for fairseq's signature and have nothing to act on (the text
-        is final: no BPE post-processing, no unknown token)."""
+        is final: no BPE post-processing, no unknown token).  A floating-point tensor (fairseq-generate
+        prints ``source_dictionary.string(src_tokens)``, our source being log-mel frames) gives ``""``."""
+        if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+            return ""
         if hasattr(tensor, "dim") and tensor.dim() == 2:
             return "\n".join(self.string(row, extra_symbols_to_ignore=extra_symbols_to_ignore) for row in tensor)
         ignore = {int(i) for i in (extra_symbols_to_ignore or ())}
@@ -371,6 +380,24 @@ class WhisperDictionary(Dictionary):
         ``added_tokens.json``); the folder is also the tokenizer folder."""
         folder = Path(folder)
         return cls(read_folder_vocabulary(folder, n_vocab), tokenizer_dir=folder, source=str(folder))
+
+
+class WhisperTextCodec:
+    """What fairseq's ``bpe`` object is for a Whisper data folder (the ``speech_to_text_ctc`` task
+    returns it from ``build_bpe``): ``encode`` turns a reference transcript into the space-separated
+    byte-level symbols the dictionary reads (:meth:`WhisperDictionary.text_to_symbols`), with one
+    leading space as Whisper's own transcripts start (``" A horse."``), so a forced reference is
+    tokenised as the model would produce it; ``decode`` only strips the text, which
+    :meth:`WhisperDictionary.string` has already decoded (fairseq-generate's T-/D- lines)."""
+
+    def __init__(self, dictionary: WhisperDictionary):
+        self.dictionary = dictionary
+
+    def encode(self, text: str) -> str:
+        return self.dictionary.text_to_symbols(" " + text.strip())
+
+    def decode(self, text: str) -> str:
+        return text.strip()
 
 
 # -- vocabulary and tokenizer files ---------------------------------------------------------------
