@@ -95,13 +95,13 @@ def prepare(work: Path, model: Path, raw: Path, splits) -> Path:
     return data
 
 
-def fairseq_decode(work: Path, data: Path, model: Path, split: str, beam: int) -> Path:
-    out = work / f"fairseq_{split}_beam{beam}.txt"
+def fairseq_decode(work: Path, data: Path, model: Path, split: str, beam: int, max_len_b: int) -> Path:
+    out = work / f"fairseq_{split}_beam{beam}_len{max_len_b}.txt"
     if not out.is_file():
         start = time.time()
         run([BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "speech_to_text_ctc",
              "--path", model / "checkpoint.pt", "--gen-subset", split, "--beam", beam, "--max-tokens", 60000,
-             "--cpu", "--max-len-b", 200], stdout=out.with_suffix(".part"))
+             "--cpu", "--max-len-b", max_len_b], stdout=out.with_suffix(".part"))
         out.with_suffix(".part").rename(out)
         print(f"  fairseq beam {beam}: {time.time() - start:.0f} s")
     return out
@@ -171,6 +171,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench_whisper")
     parser.add_argument("--splits", nargs="+", default=["test"])
     parser.add_argument("--threads", type=int, default=2, help="CTranslate2 threads")
+    parser.add_argument("--max-len-b", type=int, default=447,
+                        help="fairseq's length limit: 447 = Whisper's 448 decoder positions - 1, as CTranslate2's "
+                             "max_length 448 (fairseq's default 200 cuts hallucination loops earlier than CTranslate2)")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
         row = {"utterances": n}
         texts = {}
         for beam in (1, 5):
-            hyps, refs = generate_output_texts(fairseq_decode(work, data, model, split, beam), n)
+            hyps, refs = generate_output_texts(fairseq_decode(work, data, model, split, beam, args.max_len_b), n)
             texts[("fairseq", beam)] = hyps
             texts[("ctranslate2", beam)] = ctranslate2_decode(work, model, data, split, beam, ct2_folder, args.threads)
             for system in ("fairseq", "ctranslate2"):
