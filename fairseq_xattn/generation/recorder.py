@@ -10,13 +10,14 @@ from __future__ import annotations
 import atexit
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..data.token_sequences import TokenSequenceError, read_token_sequences, symbols_to_ids
 from ..language_tags import leading_lang_tags
-from ..stores import StoreError, attention_record_meta, settings_differences, settings_mismatch_message
+from ..stores import (StoreError, attention_record_meta, is_partition_key, settings_differences,
+                      settings_mismatch_message)
 from .attention_store import AttentionStoreWriter
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,17 @@ TEACHER_FORCED_REFERENCE = "reference"
 class CrossAttentionRecorder:
     """Writes the cross-attention of final hypotheses (or forced sequences) of a run into a store."""
 
-    def __init__(self, path: str, float16: bool = False, teacher_forced: Optional[str] = None):
+    def __init__(self, path: str, float16: bool = False, teacher_forced: Optional[str] = None,
+                 done_elsewhere: Optional[Callable[[Mapping[str, Any]], Iterable[Tuple[str, int]]]] = None,
+                 partition_meta: Optional[Mapping[str, Any]] = None):
+        """``done_elsewhere(settings)``: records of this run already in another store (a sharded run's
+        merged store, see :mod:`.sharding`), not written again; ``partition_meta``: the part of the data
+        this store holds (``shard_*``/``part_*`` keys, store-level meta)."""
         self.path = path
         self.float16 = float16
         self.teacher_forced = teacher_forced
+        self.done_elsewhere = done_elsewhere
+        self.partition_meta = dict(partition_meta or {})
         self._writer: Optional[AttentionStoreWriter] = None
         self._checked_run = (None, [])  # (generator, models) the open store was last checked with
 
@@ -70,14 +78,17 @@ class CrossAttentionRecorder:
         weights, so it is called only when the store is opened or the run changes.
         """
         if self._writer is None:
-            self._writer = AttentionStoreWriter(self.path, self.store_settings(generator, identity()),
-                                                float16=self.float16)
+            settings = self.store_settings(generator, identity())
+            self._writer = AttentionStoreWriter(self.path, {**settings, **self.partition_meta}, float16=self.float16)
+            if self.done_elsewhere is not None:
+                self._writer.existing |= set(self.done_elsewhere(self._writer.meta))
             if self._writer.existing:
                 logger.info(f"{self.path} already holds {len(self._writer.existing)} records of the same run "
                             "settings: resuming, they are kept (delete the directory for a fresh run)")
             atexit.register(self._writer.close)
         elif not self._same_run(generator, models):
-            stored = {k: v for k, v in self._writer.meta.items() if k not in ("format", "version", "kind", "float16")}
+            stored = {k: v for k, v in self._writer.meta.items()
+                      if k not in ("format", "version", "kind", "float16") and not is_partition_key(k)}
             differences = settings_differences(stored, self.store_settings(generator, identity()))
             if differences:
                 raise StoreError(settings_mismatch_message(self.path, differences))

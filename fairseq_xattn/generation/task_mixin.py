@@ -28,11 +28,14 @@ from typing import Dict, List, Optional
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
+from omegaconf import II
 
 from ..errors import OptionError
+from ..stores import KIND_CROSS_ATTENTION
 from .recorder import TEACHER_FORCED_REFERENCE, CrossAttentionRecorder, ForcedSequences
 from .recording_generator import CrossAttentionRecordingGenerator, attach_alignment
 from .run_settings import search_settings
+from .sharding import ShardedStoreRun, finished_in_job_store
 from .task_support import GenerationTaskSupport
 from .teacher_forced import decoder_first_input, teacher_forced_pass
 
@@ -54,6 +57,9 @@ class RecordingConfig(FairseqDataclass):
                           "(space-separated dictionary symbols) or tgt_text (raw text, tokenized as the "
                           "dataset does); needs --record-cross-attn"},
     )
+    # fairseq's dataset options, read here: a recording run shards by them (see .sharding)
+    num_shards: int = II("dataset.num_shards")
+    shard_id: int = II("dataset.shard_id")
 
 
 def _option(cfg, name: str):
@@ -74,7 +80,7 @@ def _without_print_alignment(args):
         setattr(args, "print_alignment", value)
 
 
-class RecordingTaskMixin(GenerationTaskSupport):
+class RecordingTaskMixin(ShardedStoreRun, GenerationTaskSupport):
     """Adds cross-attention recording to a fairseq speech-to-text task (see module docstring)."""
 
     # -- options ------------------------------------------------------------------------------------
@@ -96,12 +102,28 @@ class RecordingTaskMixin(GenerationTaskSupport):
 
     @property
     def recorder(self) -> CrossAttentionRecorder:
-        """The run's recorder (created on first use: the options are final by then)."""
+        """The run's recorder (created on first use: the options and the shard are final by then)."""
         if getattr(self, "_recorder", None) is None:
-            self._recorder = CrossAttentionRecorder(self.recording_option("record_cross_attn"),
-                                                    bool(self.recording_option("record_float16")),
-                                                    self.recording_option("teacher_forced"))
+            self._recorder = CrossAttentionRecorder(
+                str(self.process_store_path()), bool(self.recording_option("record_float16")),
+                self.recording_option("teacher_forced"),
+                done_elsewhere=lambda settings: finished_in_job_store(self.run_shard, self.store_option(), settings,
+                                                                      KIND_CROSS_ATTENTION),
+                partition_meta=self.run_shard.part_meta())
         return self._recorder
+
+    # -- the store of a (sharded) run: see .sharding ------------------------------------------------
+    def writes_store(self) -> bool:
+        return self.records_cross_attention
+
+    def store_option(self) -> str:
+        return self.recording_option("record_cross_attn")
+
+    def open_run_store(self, models, generator) -> None:
+        self.recorder.open(generator, models, lambda: self.run_identity(models))
+
+    def close_run_store(self) -> None:
+        self.close_recording()
 
     # -- generator ----------------------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
@@ -122,6 +144,8 @@ class RecordingTaskMixin(GenerationTaskSupport):
                                                      print_alignment=print_alignment)
         # the options that shape the records, for the store's settings (a resume must match them)
         generator.recording_settings = search_settings(args, bool(self.recording_option("teacher_forced")))
+        if self.records_cross_attention:
+            self.remember_generation(models, generator)
         return generator
 
     # -- inference ----------------------------------------------------------------------------------

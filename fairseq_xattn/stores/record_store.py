@@ -50,6 +50,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import weakref
 import zlib
 from dataclasses import dataclass, field
@@ -672,22 +673,45 @@ def check_shards(readers: Sequence[StoreReader], allow_missing: bool = False) ->
     return missing
 
 
+#: Store-level meta keys that say which part of a run a store holds, not how its records were made:
+#: ``shard_*`` (``--num-shards/--shard-id`` jobs) and ``part_*`` (the processes of one torchrun job).
+_PARTITION_PREFIXES = ("shard", "part_")
+
+
+def is_partition_key(key: str) -> bool:
+    """Whether a store-level meta key names the part of the data a store holds (ignored when stores of
+    one run are compared or merged)."""
+    return key.startswith(_PARTITION_PREFIXES)
+
+
 def merge_stores(sources: Sequence[PathLike], out: PathLike, order: Optional[Iterable[str]] = None,
-                 allow_missing_shards: bool = False) -> int:
+                 allow_missing_shards: bool = False, meta_update: Optional[Mapping[str, Any]] = None,
+                 replace: bool = False) -> int:
     """Merge shard stores into one, records sorted by ``order`` (ids) or naturally by id.
 
-    All shards must be of the same kind with the same store-level settings (``shard`` keys aside),
-    must not share a key, and (when their meta records ``shard_id``/``shard_count``) must be the
-    complete set unless ``allow_missing_shards`` (the merged meta then lists ``missing_shards``).
-    Every record is checked (checksum) while it is copied.  Returns the number of records written.
+    All shards must be of the same kind with the same store-level settings (partition keys
+    ``shard_*``/``part_*`` aside), must not share a key, and (when their meta records
+    ``shard_id``/``shard_count``) must be the complete set unless ``allow_missing_shards`` (the merged
+    meta then lists ``missing_shards``).  Every record is checked (checksum) while it is copied.
+    ``meta_update`` adds store-level keys to the merged meta (e.g. the partition it holds).
+
+    The merged store is written beside ``out`` and moved in place when complete, so a failed merge
+    leaves ``out`` as it was; an existing ``out`` is replaced only with ``replace`` (it may then be one
+    of the sources).  Returns the number of records written.
     """
     if not sources:
         raise StoreError("merge_stores: no source store given")
+    out = Path(out)
+    if (out / META_FILE).exists() and not replace:
+        raise StoreError(f"{out} already holds a store; remove it or choose another output directory")
+    staging = out.with_name(f".{out.name}.merging")
+    if staging.exists():  # left by a merge that was killed
+        shutil.rmtree(staging)
     readers = [StoreReader(p) for p in sources]
     try:
-        base = {k: v for k, v in readers[0].meta.items() if not k.startswith("shard")}
+        base = {k: v for k, v in readers[0].meta.items() if not is_partition_key(k)}
         for r in readers[1:]:
-            other = {k: v for k, v in r.meta.items() if not k.startswith("shard")}
+            other = {k: v for k, v in r.meta.items() if not is_partition_key(k)}
             if other != base:
                 diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
                 raise StoreError(f"cannot merge {r.path} with {readers[0].path}: settings differ in {diff}")
@@ -709,14 +733,31 @@ def merge_stores(sources: Sequence[PathLike], out: PathLike, order: Optional[Ite
         meta = {k: v for k, v in base.items() if k not in ("format", "version", "kind", "float16")}
         if missing_shards:
             meta["missing_shards"] = missing_shards
-        with StoreWriter(out, base["kind"], meta, float16=False, resume=False) as w:
+        meta.update(meta_update or {})
+        with StoreWriter(staging, base["kind"], meta, float16=False, resume=False) as w:
             for key in keys:
                 rec = where[key].get(*key)
                 w.write(rec.id, rec.arrays, rec.meta, rank=rec.rank)
         w.meta["float16"] = base.get("float16", False)
-        with open(Path(out) / META_FILE, "w") as f:
+        with open(staging / META_FILE, "w") as f:
             json.dump(_jsonable({**w.meta}), f, indent=1, sort_keys=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         for r in readers:
             r.close()
+    _move_into_place(staging, out)
     return len(keys)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` (if any) by the finished store in ``staging``: two renames, so ``out`` is at every
+    moment either the old store or the new one (or, between them, absent with the old one beside it)."""
+    old = out.with_name(f".{out.name}.replaced")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -9,16 +9,16 @@ hypothesis (from the attention store of a recording run, or a TSV), computes the
 probabilities, runs the masks (:mod:`fairseq_xattn.explain`) and appends the map to the saliency
 store; it returns the forced hypotheses (with their reference log-probabilities as scores) so that
 fairseq-generate prints them as usual.  Utterances already in the store are skipped (resume: the
-same command after an interruption finishes the job).  Sharded runs (``--num-shards N --shard-id K``,
-or ``--distributed-world-size N --distributed-rank K``) write ``OUT.shardK-of-N``, merged with
-``xattn store merge``.  See docs/explain.md.
+same command after an interruption finishes the job).  Sharded runs (``--num-shards N --shard-id K``)
+write ``OUT.shardK-of-N``, merged with ``xattn store merge``; the processes of ``torchrun`` split the data
+and leave one merged store (:mod:`fairseq_xattn.generation.sharding`).  See docs/explain.md.
 """
 
 import atexit
 import logging
 from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from fairseq.dataclass import ChoiceEnum
@@ -30,6 +30,7 @@ from ..explain.explainer import Explainer
 from ..explain.forced_decoder import FairseqForcedDecoder
 from ..explain.hypotheses import HypothesisSource
 from ..explain.saliency_store import open_saliency_writer
+from ..generation.sharding import ShardedStoreRun, finished_in_job_store
 from ..generation.teacher_forced import decoder_first_input
 from ..explain.settings import explain_config_fields, settings_from_config
 from ..geometry import infer_subsampling
@@ -60,14 +61,6 @@ SpeechExplainConfig = make_dataclass(
 SpeechExplainConfig.__module__ = __name__
 
 
-def _cfg_int(cfg, name: str, default: int) -> int:
-    """An int option that may be an interpolation of the global config (absent outside fairseq-generate)."""
-    try:
-        return int(getattr(cfg, name, default))
-    except Exception:  # unresolvable ${dataset.*} (task built without a dataset config): not sharded
-        return default
-
-
 def reliability_meta(res, prefix_len: int, target: str, subsampling: Optional[int], n_encoder_frames: int,
                      n_frames: int) -> Dict[str, object]:
     """Split-half reliability (Spearman-Brown corrected) of the map's content rows, as the analysis sees
@@ -89,38 +82,39 @@ def reliability_meta(res, prefix_len: int, target: str, subsampling: Optional[in
     return meta
 
 
-def shard_store_path(store: str, shard_id: int, num_shards: int) -> Path:
-    """Where shard ``shard_id`` of ``num_shards`` writes (the store itself when not sharded)."""
-    path = Path(store)
-    if num_shards <= 1:
-        return path
-    return path.with_name(f"{path.name}.shard{shard_id}-of-{num_shards}")
-
-
 @register_task("speech_explain", dataclass=SpeechExplainConfig)
-class SpeechExplainTask(SpeechToTextCtcTaskBase):
+class SpeechExplainTask(ShardedStoreRun, SpeechToTextCtcTaskBase):
     """fairseq-generate explains instead of decoding (see the module docstring)."""
 
     def __init__(self, cfg, tgt_dict, src_dict=None):
         super().__init__(cfg, tgt_dict, src_dict)
         self.settings = settings_from_config(cfg)  # fail early on bad options
-        self._shard: Tuple[int, int] = (0, 1)
         self._explainer: Optional[Explainer] = None
         self._writer = None
         self._stored: Dict[str, dict] = {}
         self._hypotheses: Optional[HypothesisSource] = None
         self._subsampling: Optional[int] = None  # the encoder's, when it says (else inferred per record)
 
-    # -- sharding -----------------------------------------------------------------------------
-    def get_batch_iterator(self, dataset, *args, num_shards=1, shard_id=0, **kwargs):
-        cfg_shards = _cfg_int(self.cfg, "num_shards", 1)
-        if num_shards <= 1 and cfg_shards > 1:
-            # fairseq-generate passes only distributed ranks; --num-shards/--shard-id shard here.
-            num_shards, shard_id = cfg_shards, _cfg_int(self.cfg, "shard_id", 0)
-            if not 0 <= shard_id < num_shards:
-                raise OptionError(f"--shard-id {shard_id} must be in [0, --num-shards {num_shards})")
-        self._shard = (int(shard_id), int(num_shards))
-        return super().get_batch_iterator(dataset, *args, num_shards=num_shards, shard_id=shard_id, **kwargs)
+    # -- the store of a (sharded) run: see fairseq_xattn.generation.sharding ------------------------
+    def writes_store(self) -> bool:
+        return True
+
+    def store_option(self) -> str:
+        if not self.cfg.explain_store:
+            raise OptionError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
+        return self.cfg.explain_store
+
+    def open_run_store(self, models, generator) -> None:
+        self._hypothesis_source()
+        self._store_writer(models)
+
+    def close_run_store(self) -> None:
+        self.close_explain_store()
+
+    def build_generator(self, models, args, *more, **kwargs):
+        generator = super().build_generator(models, args, *more, **kwargs)
+        self.remember_generation(models, generator)
+        return generator
 
     # -- lazily opened resources ----------------------------------------------------------------
     def _hypothesis_source(self) -> HypothesisSource:
@@ -132,9 +126,8 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
         return self._hypotheses
 
     def store_path(self) -> Path:
-        if not self.cfg.explain_store:
-            raise OptionError("--task speech_explain needs --explain-store OUT_DIR (where to write the maps)")
-        return shard_store_path(self.cfg.explain_store, *self._shard)
+        """Where this process writes (the store, a shard's or a torchrun process's part of it)."""
+        return self.process_store_path()
 
     def _store_writer(self, models):
         if self._writer is None:
@@ -143,18 +136,22 @@ class SpeechExplainTask(SpeechToTextCtcTaskBase):
             # The model and data identity make a rerun with another checkpoint or data refuse to resume.
             meta = {**self.settings.store_meta(), "hypotheses": str(Path(self.cfg.explain_hypotheses).resolve()),
                     **self.run_identity(models)}
-            shard_id, num_shards = self._shard
-            if num_shards > 1:
-                meta.update(shard_id=shard_id, shard_count=num_shards)
-            self._writer = open_saliency_writer(path, meta, float16=bool(self.cfg.explain_float16))
+            self._writer = open_saliency_writer(path, {**meta, **self.run_shard.part_meta()},
+                                                float16=bool(self.cfg.explain_float16))
             done = self._writer.done_ids()
             if done:
                 logger.info(f"{path}: {len(done)} utterances already explained, skipping them (resume)")
                 with StoreReader(path, expect_kind=KIND_SALIENCY) as reader:
                     self._stored = {u: reader.row_meta(u) for u in done}
-            if num_shards > 1:
-                logger.info(f"shard {shard_id} of {num_shards} writes {path}; merge the shards with "
-                            f"`xattn store merge {path.with_name(Path(self.cfg.explain_store).name)}.shard*-of-{num_shards} "
+            merged = finished_in_job_store(self.run_shard, self.store_option(), self._writer.meta, KIND_SALIENCY)
+            if merged:
+                logger.info(f"{self.run_shard.job_store(self.store_option())}: {len(merged)} utterances explained by "
+                            "an earlier run of this job, skipping them")
+                self._stored.update({utt_id: row for (utt_id, _), row in merged.items()})
+            shard = self.run_shard
+            if shard.num_shards > 1:
+                logger.info(f"shard {shard.shard_id} of {shard.num_shards} writes {shard.job_store(self.store_option())}; "
+                            f"merge the shards with `xattn store merge {self.store_option()}.shard*-of-{shard.num_shards} "
                             f"--out {self.cfg.explain_store}`")
             atexit.register(self.close_explain_store)
         return self._writer

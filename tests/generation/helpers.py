@@ -48,9 +48,11 @@ def generation_args(**overrides) -> Namespace:
 
 
 def batches(task, split="test", max_sentences=None, max_tokens=100000, required_batch_size_multiple=1):
+    """The batches of a split, read ahead of any inference step (so without the recording run's
+    end-of-data step, which would close the store before the tests write to it)."""
     itr = task.get_batch_iterator(task.dataset(split), max_tokens=max_tokens, max_sentences=max_sentences,
                                   required_batch_size_multiple=required_batch_size_multiple)
-    return list(itr.next_epoch_itr(shuffle=False))
+    return list(getattr(itr, "wrapped", itr).next_epoch_itr(shuffle=False))
 
 
 def one_batch(task, split="test"):
