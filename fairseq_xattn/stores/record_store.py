@@ -44,6 +44,7 @@ Reading a record with numpy only::
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -76,6 +77,8 @@ INDEX_FILE = "index.jsonl"
 LOCK_FILE = ".lock"
 CHECKSUM_KEY = "crc32"
 _ALIGN = 64
+#: errno of a full disk or an exhausted quota
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_RECORDED = "(not recorded)"
 _REPAIR_HINT = ("rerun the command that wrote it: the resumed run drops the damaged records and redoes them "
                 "(or delete the store to start over)")
@@ -561,6 +564,26 @@ class StoreWriter:
         key = (str(utt_id), int(rank))
         if key in self._done:
             raise StoreError(f"{self.path}: utterance {utt_id!r} (rank {rank}) is already stored")
+        try:
+            self._append(key, arrays, meta)
+        except OSError as e:
+            if e.errno not in _DISK_FULL:
+                raise
+            # The record's index line is written last, so the store ends with its last complete record;
+            # a resumed writer drops the bytes written after it.  Close without a sync (it needs space).
+            for f in (self._arrays, self._index):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self._close(f"no space left while writing utterance {utt_id!r}", sync=False)
+            raise StoreError(
+                f"{self.path}: no space left on the device while writing utterance {utt_id!r} (rank {rank}): "
+                f"the store is consistent, with the {len(self._done)} records written before it; free some space "
+                f"and run the same command again to resume (the partly written record is redone)") from None
+
+    def _append(self, key: Tuple[str, int], arrays: Mapping[str, np.ndarray], meta: Optional[Mapping]) -> None:
+        utt_id, rank = key
         specs = {}
         for name, arr in arrays.items():
             arr = np.asarray(arr)

@@ -287,3 +287,52 @@ def test_store_cli_user_errors_are_one_line_with_exit_status_2(finished, tmp_pat
         assert re.match(pattern, result.stderr.strip()), (pattern, result.stderr)
     assert not (tmp_path / "x").exists()
     assert _files(original) == files  # nothing above touched the good store
+
+
+class _DiskFillingFile:
+    """A store file on a disk with ``room`` bytes left: writes beyond it store what fits, then fail as
+    a full disk does (ENOSPC)."""
+
+    def __init__(self, f, room: int):
+        self._f, self.room = f, room
+
+    def write(self, data):
+        data = bytes(data)
+        if len(data) > self.room:
+            self._f.write(data[: self.room])
+            self._f.flush()
+            self.room = 0
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+@pytest.mark.parametrize("full_while_writing", ["arrays", "index line"])
+def test_a_full_disk_is_named_and_leaves_a_consistent_store_that_resumes(finished, tmp_path, full_while_writing):
+    store = tmp_path / "store"
+    w = StoreWriter(store, "cross_attention", {"model_sha256": "abc"})
+    for i in range(3):
+        w.write(f"utt{i}", _arrays(i), _meta(i))
+    if full_while_writing == "arrays":
+        w._arrays = _DiskFillingFile(w._arrays, room=100)  # part of utt3's first array fits
+    else:
+        w._index = _DiskFillingFile(w._index, room=20)  # the arrays fit, half an index line does not
+    with pytest.raises(StoreError) as e:
+        w.write("utt3", _arrays(3), _meta(3))
+    assert str(e.value) == (
+        f"{store}: no space left on the device while writing utterance 'utt3' (rank 0): the store is consistent, "
+        "with the 3 records written before it; free some space and run the same command again to resume (the "
+        "partly written record is redone)")
+    assert isinstance(e.value, UserError)  # one line, exit status 2 from the commands
+    with pytest.raises(StoreError, match="closed"):
+        w.write("utt4", _arrays(4), _meta(4))
+    with StoreReader(store) as reader:  # consistent: the records before it read and verify
+        assert reader.ids() == ["utt0", "utt1", "utt2"] and reader.verify().records == 3
+    with StoreWriter(store, "cross_attention", {"model_sha256": "abc"}) as resumed:  # space freed: resume
+        assert resumed.done_ids() == {"utt0", "utt1", "utt2"}
+        for i in range(3, N):
+            resumed.write(f"utt{i}", _arrays(i), _meta(i))
+    assert _files(store) == finished[1]  # as if the disk had never been full
