@@ -52,11 +52,9 @@ from fairseq.modules import (
     SinusoidalPositionalEmbedding,
 )
 from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
-from fairseq.utils import safe_getattr
-from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
-from ..dataclass_config import complete_dataclass_config
+from ..dataclass_config import complete_dataclass_config, set_default
 from ...geometry import WHISPER_SUBSAMPLING
 from ...errors import UserError
 from ...data.whisper_features import DYNAMIC_RANGE, SILENCE_FLOOR
@@ -403,15 +401,6 @@ class WhisperModel(FairseqEncoderDecoderModel):
 
 # --- architectures: Whisper's published sizes ------------------------------------------------------
 
-def _set_default(cfg, name, value):
-    if safe_getattr(cfg, name, None) is None:
-        if OmegaConf.is_config(cfg):
-            with open_dict(cfg):
-                setattr(cfg, name, value)
-        else:
-            setattr(cfg, name, value)
-
-
 def _size(width: int, heads: int, layers: int, n_mels: int = 80) -> Dict[str, int]:
     return dict(n_mels=n_mels, n_audio_state=width, n_audio_head=heads, n_audio_layer=layers,
                 n_text_state=width, n_text_head=heads, n_text_layer=layers)
@@ -440,9 +429,9 @@ def arch_for_dims(dims: Dict[str, int]) -> str:
 def _register_arch(arch_name: str, values: Dict[str, int]):
     def arch_fn(cfg):
         for name, value in values.items():
-            _set_default(cfg, name, value)
+            set_default(cfg, name, value)
         for f in fields(WhisperConfig):
-            _set_default(cfg, f.name, f.default)
+            set_default(cfg, f.name, f.default)
 
     arch_fn.__name__ = arch_name
     arch_fn.__doc__ = f"{arch_name}: {values}"
