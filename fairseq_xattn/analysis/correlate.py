@@ -318,12 +318,17 @@ def markdown_reliability(summary: Dict) -> str:
     corrected = summary["corrected"]["full_avg"]["mean"]
     raw = summary["full_avg"]["mean"]
     share = summary.get("noise_share_of_gap")
-    return (f"Saliency maps: split-half reliability {rel['mean']:.3f} (Spearman-Brown corrected, mean of {rel['n']} "
+    text = (f"Saliency maps: split-half reliability {rel['mean']:.3f} (Spearman-Brown corrected, mean of {rel['n']} "
             f"maps; cross-attention is deterministic, reliability 1). Attenuation-corrected full-average r "
             f"(per utterance r / sqrt(reliability)): {_fmt(summary['corrected']['full_avg'])} against "
             f"{_fmt(summary['full_avg'])} raw"
             + (f": sampling noise in the saliency maps explains {share:.0%} of the gap between the raw r and 1."
                if share is not None and raw is not None and corrected is not None else "."))
+    if summary.get("config", {}).get("aggregation"):
+        text += (" For pooled input maps read the corrected r as a lower bound: pooling and per-token normalisation"
+                 " pass on noise the classical correction does not model, and measured convergence curves rise"
+                 " further (docs/explain.md, \"The attenuation correction is not enough for input maps\").")
+    return text
 
 
 def markdown_layers(summary: Dict, spread: bool = False) -> str:

@@ -191,3 +191,14 @@ def test_reliability_and_attenuation_corrected_r_by_hand(tmp_path):
     # without recorded reliabilities there is nothing to correct
     plain = write_saliency_store(tmp_path / "plain", {"u1": a[0, 0], "u2": a[0, 0]}, "encoder")
     assert correlate(StorePairing(att, plain, cfg)).summary()["reliability"] is None
+
+
+def test_the_reliability_paragraph_warns_that_pooled_input_maps_are_under_corrected():
+    from fairseq_xattn.analysis.correlate import markdown_reliability
+
+    summary = {"reliability": {"mean": 0.9, "n": 2}, "full_avg": {"mean": 0.2, "std": 0.0, "n": 2},
+               "corrected": {"full_avg": {"mean": 0.21, "std": 0.0, "n": 2}}, "noise_share_of_gap": 0.0125}
+    encoder = markdown_reliability({**summary, "config": {"aggregation": None}})
+    pooled = markdown_reliability({**summary, "config": {"aggregation": "max2d"}})
+    assert "explains 1% of the gap" in encoder and "lower bound" not in encoder
+    assert pooled.startswith(encoder) and "For pooled input maps read the corrected r as a lower bound" in pooled
