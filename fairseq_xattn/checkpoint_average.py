@@ -14,9 +14,11 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from .errors import UserError
-
+from .analysis.decoding import check_readable_checkpoint
+from .analysis.options import positive_int
 from .compat import load_checkpoint_state
+from .errors import UserError
+from .files import check_output
 
 _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 _BY_UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
@@ -32,6 +34,7 @@ class MissingCheckpointsError(AverageError, FileNotFoundError):
 
 def checkpoint_updates(path: Path) -> int:
     """Number of updates a fairseq checkpoint was saved at (memory-mapped: tensors are not read)."""
+    check_readable_checkpoint(path, "checkpoint")
     state = load_checkpoint_state(path, mmap=True)
     history = state.get("optimizer_history") or [{}]
     return int(history[-1].get("num_updates", -1))
@@ -111,7 +114,7 @@ def average_checkpoints(paths: Sequence[Path]) -> Dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="checkpoint files, or one directory with --last")
-    parser.add_argument("--last", type=int, default=None,
+    parser.add_argument("--last", type=positive_int, default=None,
                         help="average the last N checkpoints of the directory given as input")
     parser.add_argument("--by", choices=["any", "update", "epoch"], default="any",
                         help="how --last picks checkpoints: checkpoint_E_U.pt and checkpointE.pt by the "
@@ -122,13 +125,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.last is not None:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-            raise AverageError("--last needs exactly one directory as input")
+            raise AverageError(f"--last needs exactly one directory as input, got {' '.join(args.inputs)}")
         paths = last_checkpoints(Path(args.inputs[0]), args.last, args.by)
     else:
         paths = [Path(p) for p in args.inputs]
         for p in paths:
             if not p.is_file():
                 raise MissingCheckpointsError(f"no checkpoint at {p}")
+            check_readable_checkpoint(p, "checkpoint")
+    check_output(args.output, "--output")  # beside the checkpoints is fine: --last never picks averaged files
+    if any(Path(args.output).resolve() == p.resolve() for p in paths):
+        raise AverageError(f"--output {args.output} is one of the checkpoints to average; write the average elsewhere")
     state = average_checkpoints(paths)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.output)

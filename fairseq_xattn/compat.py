@@ -60,6 +60,59 @@ def load_checkpoint_state(path, mmap: bool = False) -> dict:
     return torch.load(path, map_location="cpu", mmap=mmap, **kwargs)
 
 
+def unreadable_checkpoint(path, error: BaseException, flag: str = "checkpoint") -> "InputDataError":
+    """The one-line user error for a checkpoint file torch cannot read (truncated, another kind of file)."""
+    from .errors import InputDataError
+
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return InputDataError(f"{flag} {path}: not a readable fairseq checkpoint (truncated or another kind of file: "
+                          f"{type(error).__name__}: {first_line})")
+
+
+def _raised_while_unpickling(error: BaseException) -> bool:
+    """Whether ``error`` was raised by torch reading a file (not by fairseq using what it read)."""
+    import traceback
+
+    return any(frame.filename.replace("\\", "/").endswith(("torch/serialization.py", "torch/_weights_only_unpickler.py"))
+               for frame in traceback.extract_tb(error.__traceback__))
+
+
+def _checkpoints_fail_in_one_line() -> None:
+    """fairseq-generate --path with a missing, truncated or non-checkpoint file: a user error naming the file
+    (fairseq's own errors are an OSError traceback, ``KeyError: 101`` or ``PytorchStreamReader failed``)."""
+    from fairseq import checkpoint_utils
+
+    from .errors import MissingFileError
+
+    load = checkpoint_utils.load_checkpoint_to_cpu
+    if not getattr(load, "__xattn_user_errors__", False):
+        @functools.wraps(load)
+        def load_checkpoint_to_cpu(path, *args, **kwargs):
+            try:
+                return load(path, *args, **kwargs)
+            except Exception as e:
+                if _raised_while_unpickling(e):
+                    raise unreadable_checkpoint(path, e) from None
+                raise
+
+        load_checkpoint_to_cpu.__xattn_user_errors__ = True
+        checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+    ensemble = checkpoint_utils.load_model_ensemble_and_task
+    if not getattr(ensemble, "__xattn_user_errors__", False):
+        @functools.wraps(ensemble)
+        def load_model_ensemble_and_task(filenames, *args, **kwargs):
+            import os
+
+            for filename in filenames:
+                if "://" not in str(filename) and not os.path.exists(filename):
+                    raise MissingFileError(f"--path {filename}: no such checkpoint file")
+            return ensemble(filenames, *args, **kwargs)
+
+        load_model_ensemble_and_task.__xattn_user_errors__ = True
+        checkpoint_utils.load_model_ensemble_and_task = load_model_ensemble_and_task
+
+
 def _numpy_aliases() -> None:
     # fairseq.data.data_utils (compute_mask_indices, used by SpecAugment-like masking paths) still
     # says np.int, removed in numpy 1.24; restore it as the builtin it always was.
@@ -114,4 +167,5 @@ def apply() -> None:
     _allow_fairseq_checkpoints()
     _numpy_aliases()
     _batching_keeps_every_sample()
+    _checkpoints_fail_in_one_line()
     _APPLIED = True

@@ -38,6 +38,7 @@ def report_user_errors_in_one_line(program: str) -> None:
 
     def exit_status_2():  # registered first, so it runs after every later atexit handler (stores close)
         if failed:
+            _stop_child_processes()
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
@@ -46,6 +47,30 @@ def report_user_errors_in_one_line(program: str) -> None:
     hook._xattn_user_errors = True
     sys.excepthook = hook
     atexit.register(exit_status_2)
+
+
+def _stop_child_processes() -> None:
+    """Stop this process's multiprocessing children (fairseq's data-loader workers) before ``os._exit``.
+
+    ``os._exit`` skips multiprocessing's own exit handler, which would have stopped them; a worker left
+    running while its parent vanishes prints a traceback of its own (``ConnectionResetError`` while it
+    hands a batch over), so the one-line message would not be the only one."""
+    import sys
+
+    if "multiprocessing" not in sys.modules:
+        return
+    import multiprocessing
+    import signal
+
+    children = multiprocessing.active_children()
+    if not children:
+        return
+    if hasattr(signal, "SIGCHLD"):  # torch's data loader reports a worker's death from its SIGCHLD handler
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=5)
 
 
 class MissingFileError(UserError, FileNotFoundError):

@@ -240,7 +240,7 @@ def correlate(pairing: StorePairing) -> CorrelationResult:
         if shape is None:
             shape = (L, H)
             for name, pairs in cfg.subsets.items():
-                subset_pairs[name] = expand_pairs(pairs, L, H, f"subset {name!r}")
+                subset_pairs[name] = expand_pairs(pairs, L, H, f"--subset {name!r}")
         elif shape != (L, H):
             raise CorrelationError(f"utterance {up.utt_id!r}: attention has {L} layers x {H} heads, "
                                    f"earlier utterances {shape[0]} x {shape[1]}")

@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 
+from ..files import check_output
 from ..maps.heads import parse_pairs
 from ..maps.pooling import AGGREGATORS
 from .correlate import (
@@ -18,6 +19,7 @@ from .correlate import (
     markdown_reliability, markdown_subsets,
 )
 from ..maps.normalisers import CHAINS, NORMALISERS
+from .options import normaliser_chain, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -26,13 +28,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--aggregation", default="max2d", choices=sorted(AGGREGATORS),
                         help="pooling of input saliency I x T x F to I x T' (default: %(default)s)")
     choices = f"{sorted(NORMALISERS)} or chains {sorted(CHAINS)}"
-    parser.add_argument("--saliency-norm", nargs="*", default=["spes"],
+    parser.add_argument("--saliency-norm", nargs="*", default=["spes"], type=normaliser_chain,
                         help=f"normalisers applied per token to saliency, in order; from {choices} "
                              "(default: spes = single_mean_std paired_min_max; give none for raw maps)")
-    parser.add_argument("--attention-norm", nargs="*", default=["frame_mean_variance"],
+    parser.add_argument("--attention-norm", nargs="*", default=["frame_mean_variance"], type=normaliser_chain,
                         help="normalisers applied to the averaged attention (default: %(default)s)")
     parser.add_argument("--keep-eos", action="store_true", help="keep the EOS row (dropped by default)")
-    parser.add_argument("--subsampling", type=int, default=None,
+    parser.add_argument("--subsampling", type=positive_int, default=None,
                         help="encoder subsampling s (default: the records' 'subsampling' meta, else 4)")
     parser.add_argument("--view", choices=["grid", "layers", "subsets", "all"], default="all",
                         help="Markdown printed on stdout: head x layer grid (paper Table 1), layer-wise "
@@ -79,6 +81,10 @@ def saliency_label(target: str, aggregation: str) -> str:
 
 
 def main(args) -> int:
+    inputs = {"--attention": args.attention, "--saliency": args.saliency}
+    for flag, path in (("--csv", args.csv), ("--json", args.json), ("--per-utterance", args.per_utterance)):
+        if path:  # before the work: a path that cannot be written fails now, not after the correlations
+            check_output(path, flag, inputs)
     cfg = CorrelationConfig(
         aggregation=args.aggregation,
         saliency_norm=tuple(args.saliency_norm),

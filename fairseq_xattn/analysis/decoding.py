@@ -12,8 +12,6 @@ fairseq's own, as in ``fairseq_cli/generate.py``:
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,37 @@ from ..errors import UserError
 
 class DecodingError(UserError, ValueError):
     """The checkpoint, data or options of a decoding session do not fit together."""
+
+
+def check_readable_checkpoint(path, flag: str) -> None:
+    """Refuse, as one line naming ``flag`` and the file, a checkpoint torch cannot read: missing, truncated,
+    or another kind of file.  Memory-mapped (tensors are not read) when the file's format allows it."""
+    from ..compat import load_checkpoint_state, unreadable_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise DecodingError(f"{flag} {path}: no such file")
+    try:
+        try:
+            load_checkpoint_state(path, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            load_checkpoint_state(path)  # a legacy (non-zip) checkpoint: no memory map, but readable
+    except Exception as e:  # whatever torch.load raises on a file it cannot read: pickle, zip, weights-only errors
+        raise unreadable_checkpoint(path, e, flag) from None
+
+def check_data_split(data, split: str) -> None:
+    """The data folder exists and holds the manifest of every split of ``split`` (comma-joined, as fairseq's)."""
+    folder = Path(data)
+    if not folder.is_dir():
+        raise DecodingError(f"--data {data}: no such folder (give the data folder of the model: TSV manifests, "
+                            "config.yaml)")
+    for name in split.split(","):
+        if not (folder / f"{name}.tsv").is_file():
+            found = sorted(p.stem for p in folder.glob("*.tsv"))
+            raise DecodingError(f"--split {name}: {data} has no {name}.tsv (splits there: {', '.join(found) or 'none'})")
+
 
 @dataclass
 class DecodingConfig:
@@ -57,7 +86,8 @@ class FairseqDecodingSession:
 
     def __init__(self, checkpoint: str, data: str, split: str, cfg: DecodingConfig = DecodingConfig(),
                  config_yaml: Optional[str] = None, user_dir: Optional[str] = None,
-                 infer_tgt_lang: Optional[str] = None):
+                 infer_tgt_lang: Optional[str] = None, checkpoint_flag: str = "--checkpoint"):
+        """``checkpoint_flag``: the option that named the checkpoint, for error messages."""
         import fairseq_xattn.plugin  # noqa: F401  (registers the plugin's tasks and models, applies shims)
         from fairseq import checkpoint_utils, utils
         from fairseq.dataclass.configs import GenerationConfig
@@ -67,23 +97,14 @@ class FairseqDecodingSession:
 
         if user_dir:
             utils.import_user_module(Namespace(user_dir=user_dir))
-        if not Path(checkpoint).is_file():
-            raise DecodingError(f"--checkpoint {checkpoint}: no such file")
+        check_readable_checkpoint(checkpoint, checkpoint_flag)
+        check_data_split(data, split)
         overrides: Dict[str, object] = {"data": str(data)}
         if config_yaml:
             overrides["config_yaml"] = config_yaml
         if infer_tgt_lang:  # a multilingual model: the transcript (source language) or the translation
             overrides["infer_tgt_lang"] = infer_tgt_lang
-        try:
-            models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
-        except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise DecodingError(f"--checkpoint {checkpoint}: not a readable fairseq checkpoint (truncated or another "
-                                f"kind of file: {type(e).__name__}: {e})") from None
-        except RuntimeError as e:
-            if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
-                raise
-            raise DecodingError(f"--checkpoint {checkpoint}: not a readable fairseq checkpoint (truncated or another "
-                                f"kind of file: {e})") from None
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
         self.cfg = cfg
         self.device = torch.device("cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu")
         self.model = models[0].to(self.device).eval()

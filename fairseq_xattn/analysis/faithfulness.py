@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..errors import OptionError
 from .explanations import ENCODER_FRAMES, INPUT_CELLS, INPUT_FRAMES, Ranking
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MODES = ("deletion", "insertion")
 def percent_steps(step: int = 5) -> np.ndarray:
     """``0, step, ..., 100``; ``step`` must divide 100."""
     if step <= 0 or 100 % step:
-        raise ValueError(f"the percentage step must divide 100, got {step}")
+        raise OptionError(f"--step {step}: the percentage step must divide 100 (1, 2, 4, 5, 10, 20, 25 or 50)")
     return np.arange(0, 101, step)
 
 

@@ -20,12 +20,14 @@ import functools
 import json
 import sys
 
+from ..files import check_output
 from ..maps.pooling import AGGREGATORS
-from ..maps.heads import parse_pairs
+from ..maps.heads import HeadSelectionError, expand_pairs, parse_pairs
 from .decoding import DecodingConfig, FairseqDecodingSession
 from .explanations import KINDS, ExplanationError, RandomExplanation, StoreExplanation, check_same_ids
-from .faithfulness import MODES, run_faithfulness
+from .faithfulness import MODES, percent_steps, run_faithfulness
 from .metrics import TEXT_NORMALISERS, score
+from .options import non_negative_int, normaliser_chain, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +40,7 @@ def add_arguments(parser) -> None:
                         help=f"an explanation to evaluate (repeatable); KIND in {sorted(KINDS)}")
     parser.add_argument("--metric", nargs="+", default=["deletion"], choices=MODES,
                         help="deletion and/or insertion (default: deletion)")
-    parser.add_argument("--step", type=int, default=5, help="percentage step (default: 5 -> 21 steps)")
+    parser.add_argument("--step", type=positive_int, default=5, help="percentage step (default: 5 -> 21 steps)")
     parser.add_argument("--scorer", default="wer_max", choices=["wer_max", "wer", "bleu", "chrf"],
                         help="corpus score at each step: wer_max for ASR, bleu for ST (default: %(default)s)")
     parser.add_argument("--normaliser", default="whisper_english", choices=sorted(TEXT_NORMALISERS),
@@ -46,20 +48,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-random", action="store_true", help="skip the random-ranking baseline rows")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random baseline")
     parser.add_argument("--no-size", action="store_true", help="skip the size metric")
-    parser.add_argument("--saliency-norm", nargs="*", default=["spes"],
+    parser.add_argument("--saliency-norm", nargs="*", default=["spes"], type=normaliser_chain,
                         help="per-token normalisers before summing over tokens / for size (default: spes)")
     parser.add_argument("--aggregation", default="max2d", choices=sorted(AGGREGATORS),
                         help="pooling for saliency_input_aggregated (default: %(default)s)")
     parser.add_argument("--attention-pairs", default=None, metavar="L:H,...",
                         help="(layer, head) pairs averaged for attention explanations (default: all)")
     parser.add_argument("--keep-eos", action="store_true", help="keep the EOS row in token maps")
-    parser.add_argument("--max-utterances", type=int, default=None, help="evaluate only the first N ids")
+    parser.add_argument("--max-utterances", type=positive_int, default=None, help="evaluate only the first N ids")
     gen = parser.add_argument_group("decoding")
-    gen.add_argument("--beam", type=int, default=5)
-    gen.add_argument("--no-repeat-ngram-size", type=int, default=5)
+    gen.add_argument("--beam", type=positive_int, default=5)
+    gen.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=5)
     gen.add_argument("--max-len-a", type=float, default=0.0)
-    gen.add_argument("--max-len-b", type=int, default=200)
-    gen.add_argument("--prefix-size", type=int, default=0, help="forced target prefix (1 for a language tag)")
+    gen.add_argument("--max-len-b", type=non_negative_int, default=200)
+    gen.add_argument("--prefix-size", type=non_negative_int, default=0, help="forced target prefix (1 for a language tag)")
     gen.add_argument("--infer-tgt-lang", default=None,
                      help="multilingual models (speech_to_text_ctc): the target language to decode and score, as "
                           "in fairseq-generate (the source language: transcript; the other: translation; "
@@ -86,7 +88,22 @@ def parse_explanation(text: str):
     return label, kind, store, space
 
 
+def _check_pairs(sources, pairs, text: str) -> None:
+    """``--attention-pairs`` against the layers and heads of every attention store, before any decoding."""
+    for source in sources:
+        if source.kind == "attention" and source.ids():
+            L, H = source.reader.get(source.ids()[0]).arrays["attention"].shape[:2]
+            try:
+                expand_pairs(pairs, L, H, f"--attention-pairs {text}")
+            except HeadSelectionError as e:
+                raise ExplanationError(f"{e} of {source.store}") from None
+
+
 def main(args) -> int:
+    percent_steps(args.step)  # the options first: a mistake fails before the model is loaded
+    for flag, path in (("--json", args.json), ("--csv", args.csv), ("--hypotheses", args.hypotheses)):
+        if path:
+            check_output(path, flag, {"--data": args.data})
     import torch
 
     torch.set_num_threads(1)  # shared CPUs; beam search on small batches gains little from threads
@@ -99,6 +116,8 @@ def main(args) -> int:
         label, kind, store, space = parse_explanation(item)
         sources.append(StoreExplanation(kind, store, space=space, label=label, saliency_norm=args.saliency_norm,
                                         aggregation=args.aggregation, pairs=pairs, drop_eos=not args.keep_eos))
+    if pairs:
+        _check_pairs(sources, pairs, args.attention_pairs)
     labels = [s.label for s in sources]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:

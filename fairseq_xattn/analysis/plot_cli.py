@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from ..files import read_json
-from ..maps.heads import ALL_HEADS
+from ..files import check_output, read_json
+from ..maps.heads import ALL_HEADS, HeadSelectionError
 from ..maps.pooling import AGGREGATORS
 from .plots import (
     PlotError, curves_figure, grid_figure, load_utterance_maps, save, token_spectrogram_figure, utterance_figure,
 )
+from .options import normaliser_chain, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -29,11 +30,11 @@ def add_arguments(parser) -> None:
     u.add_argument("--layer", default="avg", help="decoder layer (1-based), comma list, or avg (default)")
     u.add_argument("--head", default="avg", help="head (1-based) or avg (default)")
     u.add_argument("--aggregation", default="max2d", choices=sorted(AGGREGATORS))
-    u.add_argument("--saliency-norm", nargs="*", default=["spes"])
-    u.add_argument("--attention-norm", nargs="*", default=["none"],
+    u.add_argument("--saliency-norm", nargs="*", default=["spes"], type=normaliser_chain)
+    u.add_argument("--attention-norm", nargs="*", default=["none"], type=normaliser_chain,
                    help="normalisers for the plotted CA (default: none, raw attention weights)")
     u.add_argument("--keep-eos", action="store_true")
-    u.add_argument("--max-tokens", type=int, default=12, help="tokens shown in the per-token SM^X figure")
+    u.add_argument("--max-tokens", type=positive_int, default=12, help="tokens shown in the per-token SM^X figure")
     g = sub.add_parser("grid", help="correlation heatmap from `xattn correlate --json`")
     g.add_argument("--json", required=True)
     g.add_argument("--title", default="Pearson r, CA vs SM")
@@ -74,11 +75,17 @@ def _run(args):
     matplotlib.use("Agg")
     # fairseq's import configures the root logger; font-manager debug chatter is not for users
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    inputs = {flag: getattr(args, name, None) for flag, name in (
+        ("--attention", "attention"), ("--saliency-input", "saliency_input"), ("--saliency-encoder", "saliency_encoder"))}
+    check_output(args.out, "--out", {k: v for k, v in inputs.items() if v})
     if args.figure == "utterance":
-        maps = load_utterance_maps(args.id, attention=args.attention, saliency_input=args.saliency_input,
-                                   saliency_encoder=args.saliency_encoder, pairs=_pairs(args.layer, args.head),
-                                   saliency_norm=args.saliency_norm, attention_norm=args.attention_norm,
-                                   aggregation=args.aggregation, drop_eos=not args.keep_eos)
+        try:
+            maps = load_utterance_maps(args.id, attention=args.attention, saliency_input=args.saliency_input,
+                                       saliency_encoder=args.saliency_encoder, pairs=_pairs(args.layer, args.head),
+                                       saliency_norm=args.saliency_norm, attention_norm=args.attention_norm,
+                                       aggregation=args.aggregation, drop_eos=not args.keep_eos)
+        except HeadSelectionError as e:  # the pairs come from --layer/--head: name them
+            raise PlotError(f"--layer {args.layer} --head {args.head}: {e}") from None
         written = save(utterance_figure(maps), args.out, args.formats)
         if maps.sm_x is not None:
             written += save(token_spectrogram_figure(maps, args.max_tokens), f"{args.out}_tokens", args.formats)

@@ -32,7 +32,9 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ..files import check_input_file, check_output
 from .metrics import HIGHER_IS_BETTER, MetricError, TEXT_NORMALISERS, score, scorer_names
+from .options import positive_int
 
 
 def add_arguments(parser) -> None:
@@ -55,7 +57,7 @@ def add_arguments(parser) -> None:
                              "use whisper_basic or basic)")
     parser.add_argument("--comet-model", default=None,
                         help="local COMET checkpoint (.ckpt) or model directory; nothing is downloaded")
-    parser.add_argument("--comet-batch-size", type=int, default=8)
+    parser.add_argument("--comet-batch-size", type=positive_int, default=8)
     parser.add_argument("--cpu", action="store_true", help="run COMET on the CPU even when a GPU is available")
     parser.add_argument("--json", default=None, help="write the scores as JSON")
 
@@ -131,9 +133,9 @@ def read_generate_output(path: str) -> Scored:
 
 
 def read_store(path: str) -> Scored:
-    from ..stores import StoreReader
+    from ..stores import KIND_CROSS_ATTENTION, open_store
 
-    reader = StoreReader(path)
+    reader = open_store(path, KIND_CROSS_ATTENTION, flag="--store")
     hyps, refs = [], []
     ids = reader.ids()
     for utt_id in ids:
@@ -207,6 +209,10 @@ def load_inputs(args) -> Scored:
     given = [x for x in ("hyp", "generate_output", "store") if getattr(args, x)]
     if len(given) != 1:
         raise MetricError("give exactly one input: --hyp/--ref, --generate-output or --store")
+    for flag in ("--hyp", "--ref", "--generate-output", "--src"):
+        path = getattr(args, flag[2:].replace("-", "_"), None)
+        if path:
+            check_input_file(path, flag)
     if args.hyp:
         if not args.ref:
             raise MetricError("--hyp needs --ref")
@@ -234,6 +240,8 @@ def format_score(name: str, value: float) -> str:
 
 
 def main(args) -> int:
+    if args.json:  # before scoring (COMET takes minutes): an unwritable path fails now
+        check_output(args.json, "--json", {"--store": args.store})
     try:
         scored = load_inputs(args)
         results = {}

@@ -640,6 +640,10 @@ def main(args: argparse.Namespace) -> int:
         if given:
             raise PrepError(f"{', '.join(given)}: not with --like (the vocabularies and config.yaml are those of "
                             f"{args.like})")
+    for flag, value in (("--vocab-size", args.vocab_size), ("--src-vocab-size", args.src_vocab_size),
+                        ("--workers", args.workers)):
+        if value is not None and value < 1:  # before any audio is read
+            raise PrepError(f"{flag} {value}: must be a positive number")
     t0 = time.time()
     summary = prepare(args.input, args.out, splits=args.splits.split(",") if args.splits else None,
                       vocab_size=8000 if args.vocab_size is None else args.vocab_size,

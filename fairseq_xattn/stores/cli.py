@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import check_output
 from .record_store import StoreError, StoreReader, merge_stores
 
 
@@ -66,13 +67,14 @@ def _verify(args) -> int:
 def _merge(args) -> int:
     if Path(args.out).exists():
         raise StoreError(f"--out {args.out} already exists; choose a new directory")
+    check_output(args.out, "--out", {"the input store": args.stores}, folder=True)
     n = merge_stores(args.stores, args.out, allow_missing_shards=args.allow_missing_shards)
     print(f"merged {len(args.stores)} stores, {n} records -> {args.out}")
     return 0
 
 
 def _export(args) -> int:
-    out = Path(args.out)
+    out = check_output(args.out, "--out", {"the input store": args.store}, folder=True)
     wanted = set(args.ids) if args.ids else None
     n = 0
     with StoreReader(args.store) as reader:

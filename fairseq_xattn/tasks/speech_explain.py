@@ -112,6 +112,8 @@ class SpeechExplainTask(ShardedStoreRun, SpeechToTextCtcTaskBase):
         self.close_explain_store()
 
     def build_generator(self, models, args, *more, **kwargs):
+        self._hypothesis_source()  # missing options and an unreadable hypotheses file fail before any batch
+        self.store_option()
         generator = super().build_generator(models, args, *more, **kwargs)
         self.remember_generation(models, generator)
         return generator

@@ -92,8 +92,9 @@ def test_score_user_errors_are_one_line_with_exit_status_2(tmp_path):
     log.write_text("\n".join(_run(HYPS_A, [0, 1, 2, 3]) + _run(HYPS_B, [0, 1, 2, 3])) + "\n")
     cases = [
         (("--generate-output", log), f"xattn score: error: {log}, line 22: sample id 0 appears again"),
-        (("--generate-output", tmp_path / "none.txt"), "xattn score: error: [Errno 2] No such file or directory"),
-        (("--store", tmp_path / "no_store"), f"xattn score: error: store not found: {tmp_path / 'no_store'}"),
+        (("--generate-output", tmp_path / "none.txt"),
+         f"xattn score: error: --generate-output {tmp_path / 'none.txt'}: no such file"),
+        (("--store", tmp_path / "no_store"), f"xattn score: error: --store: store not found: {tmp_path / 'no_store'}"),
     ]
     for args, start in cases:
         result = _xattn("score", *args)

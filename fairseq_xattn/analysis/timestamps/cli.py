@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict
 
 from ...errors import UserError
+from ...files import check_input_file, check_output
 from ...maps.pooling import AGGREGATORS
 from .alignment import TIMESTAMP_METHODS
 from .evaluate import DEFAULT_COLLAR, markdown_table, score_systems
@@ -25,6 +26,7 @@ from .references import REFERENCE_FORMATS, read_references
 from .systems import TimestampRequest, compute_systems
 from .timing import TimedWord, UtteranceTimestamps
 from .words import WORD_SCHEMES
+from ..options import non_negative_float, non_negative_int, normaliser_chain, positive_int
 
 
 def _add_sources(p) -> None:
@@ -40,18 +42,18 @@ def _add_sources(p) -> None:
                         "(chosen on --dev-attention / --dev-reference) (default: all)")
     p.add_argument("--dev-attention", help="attention store of a development split, for --heads auto")
     p.add_argument("--dev-reference", help="reference word times of the development split, for --heads auto")
-    p.add_argument("--max-auto-heads", type=int, default=None, help="at most this many heads for --heads auto")
+    p.add_argument("--max-auto-heads", type=positive_int, default=None, help="at most this many heads for --heads auto")
     p.add_argument("--words", default="auto", choices=sorted(WORD_SCHEMES),
                    help="subword -> word grouping: sentencepiece (▁), byte_bpe (Whisper: Ġ or a leading space), tokens (one word each), "
                         "auto (default)")
     p.add_argument("--no-eos-row", action="store_true",
                    help="leave the EOS row out of the alignment (by default it takes the trailing frames, as in Whisper)")
-    p.add_argument("--saliency-norm", nargs="*", default=["spes"],
+    p.add_argument("--saliency-norm", nargs="*", default=["spes"], type=normaliser_chain,
                    help="normalisers applied per token to saliency before the alignment (default: spes)")
     p.add_argument("--aggregation", default="max2d", choices=sorted(AGGREGATORS),
                    help="pooling of input saliency I x T x F to I x T' (default: %(default)s)")
-    p.add_argument("--rank", type=int, default=0, help="hypothesis rank in n-best stores (default: 0)")
-    p.add_argument("--subsampling", type=int, default=None,
+    p.add_argument("--rank", type=non_negative_int, default=0, help="hypothesis rank in n-best stores (default: 0)")
+    p.add_argument("--subsampling", type=positive_int, default=None,
                    help="encoder subsampling s for stores without 'subsampling' record meta")
     p.add_argument("--ctc", metavar="CHECKPOINT", help="add CTC forced alignment with this xattn_conformer checkpoint")
     p.add_argument("--data", help="data folder of the checkpoint (for --ctc)")
@@ -65,7 +67,7 @@ def _add_reference_options(p, prefix: str = "") -> None:
     p.add_argument("--reference-format", default="auto", choices=["auto", *REFERENCE_FORMATS],
                    help="format of the reference times (default: from the file name)")
     p.add_argument("--tier", default=None, help="TextGrid tier of the words (default: 'words', else the first)")
-    p.add_argument("--collar", type=float, default=DEFAULT_COLLAR, help="F1 collar in seconds (default: %(default)s)")
+    p.add_argument("--collar", type=non_negative_float, default=DEFAULT_COLLAR, help="F1 collar in seconds (default: %(default)s)")
     p.add_argument("--exclude-merged", action="store_true",
                    help="do not time reference words marked 'merged' (approximate boundaries, docs/corpus.md)")
 
@@ -120,6 +122,7 @@ def main(args) -> int:
 def _produce(args) -> int:
     if not args.out_dir:
         raise UserError("--out-dir is required (or run `xattn timestamps evaluate`)")
+    check_output(args.out_dir, "--out-dir", _inputs(args), folder=True)
     systems = compute_systems(_request(args))
     out = Path(args.out_dir)
     for name, utts in systems.items():
@@ -143,7 +146,18 @@ def _read_hypotheses(path: str) -> Dict[str, Dict[str, UtteranceTimestamps]]:
     return {name: utts}
 
 
+def _inputs(args) -> Dict[str, object]:
+    """What the command reads (an output must not land inside it)."""
+    return {"--attention": args.attention, "--saliency": list(args.saliency), "--data": args.data,
+            "--dev-attention": args.dev_attention}
+
+
 def _evaluate(args) -> int:
+    for path in args.hypotheses:
+        check_input_file(path, "--hypotheses")
+    for flag, path in (("--markdown", args.markdown), ("--json", args.json), ("--csv", args.csv)):
+        if path:
+            check_output(path, flag, _inputs(args))
     references = read_references(args.reference, args.reference_format, args.tier)
     systems: Dict[str, Dict[str, UtteranceTimestamps]] = {}
     for path in args.hypotheses:

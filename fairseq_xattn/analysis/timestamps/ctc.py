@@ -128,7 +128,7 @@ def checkpoint_ctc_log_probs(checkpoint: str, data: str, split: str, utt_ids: Se
     from ..decoding import DecodingConfig, FairseqDecodingSession
 
     session = FairseqDecodingSession(checkpoint, data, split, DecodingConfig(cpu=cpu), config_yaml=config_yaml,
-                                     user_dir=user_dir, infer_tgt_lang=infer_tgt_lang)
+                                     user_dir=user_dir, infer_tgt_lang=infer_tgt_lang, checkpoint_flag="--ctc")
     with torch.no_grad():
         for utt_id in utt_ids:
             try:

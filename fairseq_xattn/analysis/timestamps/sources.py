@@ -82,9 +82,10 @@ def _item(view, eos_row: bool, text: str, n_layers: int = 1, n_heads: int = 1) -
 
 
 def attention_items(path, eos_row: bool = True, rank: int = 0, ids: Optional[Sequence[str]] = None,
-                    subsampling: Optional[int] = None) -> Iterator[MapItem]:
-    """The hypotheses (of ``rank``) of a cross-attention store; maps: every head, ``L*H x I x T'``."""
-    reader = open_store(path, KIND_CROSS_ATTENTION)
+                    subsampling: Optional[int] = None, flag: Optional[str] = None) -> Iterator[MapItem]:
+    """The hypotheses (of ``rank``) of a cross-attention store; maps: every head, ``L*H x I x T'``.
+    ``flag``: the option that named the store, for error messages."""
+    reader = open_store(path, KIND_CROSS_ATTENTION, flag=flag)
     wanted = None if ids is None else set(ids)
     with reader:
         for utt_id, r in reader.keys():
@@ -99,9 +100,9 @@ def attention_items(path, eos_row: bool = True, rank: int = 0, ids: Optional[Seq
 
 def saliency_items(path, normalisation: Sequence[str] = ("spes",), pool: str = "max2d", eos_row: bool = True,
                    rank: int = 0, ids: Optional[Sequence[str]] = None,
-                   subsampling: Optional[int] = None) -> Iterator[MapItem]:
+                   subsampling: Optional[int] = None, flag: Optional[str] = None) -> Iterator[MapItem]:
     """The hypotheses of a saliency store, each one map ``1 x I x T'`` (input saliency pooled)."""
-    reader = open_store(path, KIND_SALIENCY)
+    reader = open_store(path, KIND_SALIENCY, flag=flag)
     wanted = None if ids is None else set(ids)
     with reader:
         for utt_id, r in reader.keys():
@@ -113,12 +114,12 @@ def saliency_items(path, normalisation: Sequence[str] = ("spes",), pool: str = "
             yield _item(view, eos_row, str(record.meta.get("text", "")))
 
 
-def saliency_symbol(path) -> str:
+def saliency_symbol(path, flag: Optional[str] = None) -> str:
     """``SM^X`` or ``SM^H``: the table name of a saliency store's target."""
-    with open_store(path, KIND_SALIENCY) as reader:
+    with open_store(path, KIND_SALIENCY, flag=flag) as reader:
         return SALIENCY_GRIDS[reader.meta["target"]].symbol
 
 
-def store_meta(path) -> Dict:
-    with open_store(path) as reader:
+def store_meta(path, kind: Optional[str] = None, flag: Optional[str] = None) -> Dict:
+    with open_store(path, kind, flag=flag) as reader:
         return dict(reader.meta)

@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from ...errors import UserError
 from .heads import AUTO, HeadSelection, choose_heads, parse_selection
 from .references import References
+from ...stores import KIND_CROSS_ATTENTION, open_store
 from .sources import MapItem, attention_items, saliency_items, saliency_symbol, store_meta
 from .timing import UtteranceTimestamps
 
@@ -72,7 +73,8 @@ def _selections(req: TimestampRequest, first: MapItem, meta: Mapping) -> Dict[st
         if not req.dev_attention or req.dev_references is None:
             raise TimestampRequestError("--heads auto needs a development split: --dev-attention STORE and "
                                         "--dev-reference TIMINGS")
-        dev = [it for it in attention_items(req.dev_attention, req.eos_row, req.rank, subsampling=req.subsampling)
+        dev = [it for it in attention_items(req.dev_attention, req.eos_row, req.rank, subsampling=req.subsampling,
+                                            flag="--dev-attention")
                if it.utt_id in req.dev_references]
         if (dev and (dev[0].n_layers, dev[0].n_heads) != (first.n_layers, first.n_heads)):
             raise TimestampRequestError(f"--dev-attention {req.dev_attention} has {dev[0].n_layers} x {dev[0].n_heads} "
@@ -84,6 +86,15 @@ def _selections(req: TimestampRequest, first: MapItem, meta: Mapping) -> Dict[st
     return out
 
 
+def _check_rank(path, flag: str, rank: int) -> None:
+    """A ``--rank`` no record of the store has would time nothing: refuse it, naming the ranks there are."""
+    with open_store(path, flag=flag) as reader:
+        ranks = sorted({r for _, r in reader.keys()})
+    if ranks and rank not in ranks:
+        raise TimestampRequestError(f"--rank {rank}: {flag} {path} has no hypothesis of rank {rank} (its ranks: "
+                                    f"{', '.join(map(str, ranks))})")
+
+
 def compute_systems(req: TimestampRequest) -> Systems:
     """``{system name: {utterance id: timed words}}`` for every source, method and selection."""
     if not req.attention and not req.saliency:
@@ -91,9 +102,11 @@ def compute_systems(req: TimestampRequest) -> Systems:
     systems: Systems = {}
     hypotheses: List[MapItem] = []
     if req.attention:
-        meta = store_meta(req.attention)
+        meta = store_meta(req.attention, KIND_CROSS_ATTENTION, flag="--attention")
+        _check_rank(req.attention, "--attention", req.rank)
         selections: Optional[Dict[str, List[HeadSelection]]] = None
-        for item in attention_items(req.attention, req.eos_row, req.rank, subsampling=req.subsampling):
+        for item in attention_items(req.attention, req.eos_row, req.rank, subsampling=req.subsampling,
+                                    flag="--attention"):
             if selections is None:
                 selections = _selections(req, item, meta)
             for method in req.methods:
@@ -104,9 +117,10 @@ def compute_systems(req: TimestampRequest) -> Systems:
             item._prepared.clear()
             hypotheses.append(item)
     for path in req.saliency:
-        symbol = saliency_symbol(path)
+        symbol = saliency_symbol(path, flag="--saliency")
+        _check_rank(path, "--saliency", req.rank)
         for item in saliency_items(path, req.saliency_norm, req.aggregation, req.eos_row, req.rank,
-                                   subsampling=req.subsampling):
+                                   subsampling=req.subsampling, flag="--saliency"):
             for method in req.methods:
                 name = f"{symbol} {method}"
                 systems.setdefault(name, {})[item.utt_id] = item.timestamps(method, None, req.scheme, name)

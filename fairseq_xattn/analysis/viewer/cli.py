@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ...errors import OptionError
+from ...files import check_output
 from ...maps.normalisers import CHAINS, NORMALISERS
 from ...maps.pooling import AGGREGATORS
 from ..metrics import TEXT_NORMALISERS
@@ -80,6 +81,8 @@ def _run(args):
     pictures = PictureSettings(saliency_block=parse_block(args.saliency_block), bits=args.picture_bits)
     if args.max_utterances < 0:
         raise OptionError(f"--max-utterances must be >= 0, got {args.max_utterances}")
+    check_output(args.out, "--out", {"--attention": args.attention, "--saliency-input": args.saliency_input,
+                                     "--saliency-encoder": args.saliency_encoder, "--features-from": args.features_from})
     report = load_report(ViewerInputs(
         attention=args.attention, saliency_input=args.saliency_input, saliency_encoder=args.saliency_encoder,
         ids=args.ids, max_utterances=args.max_utterances or None, saliency_norm=tuple(args.saliency_norm),

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ...errors import OptionError
 from .grammar import Phrase, SentenceGrammar
 from .worker_pool import LeanWorkerPool
 
@@ -127,9 +128,11 @@ def draw_sentences(n: int, seed: int, max_attempts_factor: int = 50) -> List[Phr
 def split_sizes(size: int, eval_size: Optional[int] = None) -> Dict[str, int]:
     """Number of sentence pairs per split; ``test_voices`` re-speaks the ``test`` sentences."""
     n_eval = max(1, size // 40) if eval_size is None else eval_size
+    if n_eval < 1:
+        raise OptionError(f"--eval-size must be at least 1 (got {n_eval})")
     n_train = size - 2 * n_eval
     if n_train < 1:
-        raise ValueError(f"--size {size} is too small for dev/test splits of {n_eval} sentences each")
+        raise OptionError(f"--size {size} is too small for dev/test splits of {n_eval} sentences each")
     return {"train": n_train, "dev": n_eval, "test": n_eval, "test_voices": n_eval}
 
 
@@ -199,7 +202,8 @@ def build_corpus(out, size: int = 8000, seed: int = 1, workers: Optional[int] = 
     """
     out = Path(out)
     if size < 3:
-        raise ValueError(f"--size must be at least 3 (got {size})")
+        raise OptionError(f"--size must be at least 3 (got {size})")
+    split_sizes(size, eval_size)  # refuses impossible sizes before anything is written
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_corpus(out, size, seed, eval_size)
     jobs = [it["jobs"][lang] for split in SPLITS for it in plan[split] for lang in ("en", "it")]

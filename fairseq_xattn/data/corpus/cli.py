@@ -5,6 +5,9 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
+
+from ...errors import OptionError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Bad values are refused before any synthesis, naming the flag (sizes: build_corpus)."""
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise OptionError(f"output {args.out} exists and is not a folder; give a folder")
+    if args.workers is not None and args.workers < 1:
+        raise OptionError(f"--workers must be at least 1 (got {args.workers})")
+
+
 def main(args: argparse.Namespace) -> int:
     from .build import build_corpus
+
+    check_options(args)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
