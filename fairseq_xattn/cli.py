@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .errors import UserError
+from .errors import UserError, disk_full
 
 #: name -> (module, one-line help).  The order is the pipeline's.
 SUBCOMMANDS = {
@@ -74,6 +74,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(module.main(args) or 0)
     except UserError as e:
         print(f"xattn {name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"xattn {name}: error: {full}", file=sys.stderr)
         return 2
 
 

@@ -15,6 +15,19 @@ class OptionError(UserError, ValueError):
     """Options (flags, config keys) that are missing, malformed or do not go together."""
 
 
+def disk_full(error: BaseException):
+    """A full disk (or an exhausted quota) met anywhere, as a :class:`UserError` saying what to do; None
+    for any other error.  (A store's writer says more: which store, and how many records it keeps.)"""
+    import errno
+
+    if isinstance(error, UserError) or not isinstance(error, OSError) or error.errno not in (errno.ENOSPC,
+                                                                                             errno.EDQUOT):
+        return None
+    where = f" while writing {error.filename}" if error.filename else ""
+    return UserError(f"no space left on the device{where}: free some space and run the same command again "
+                     "(finished work is kept: stores resume, outputs are written anew)")
+
+
 def report_user_errors_in_one_line(program: str) -> None:
     """For commands we do not own (fairseq-generate, fairseq-train): an uncaught :class:`UserError` is
     printed as ``PROGRAM: error: MESSAGE`` and the process exits with status 2; anything else keeps
@@ -30,6 +43,7 @@ def report_user_errors_in_one_line(program: str) -> None:
     failed = []
 
     def hook(exc_type, exc, tb):
+        exc = disk_full(exc) or exc
         if isinstance(exc, UserError):
             failed.append(exc)
             sys.stderr.write(f"{program}: error: {exc}\n")

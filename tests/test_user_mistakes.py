@@ -246,3 +246,23 @@ def test_a_fairseq_generate_mistake_is_one_line(command, culprit, inputs):
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = the_one_error_line(proc.stderr, r"fairseq-generate: error: ")
     assert culprit.format(**inputs) in line
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux), a device that is always full")
+def test_a_full_disk_is_one_line_saying_no_space_left(inputs):
+    """Any output on a full disk: /dev/full fails every write with ENOSPC."""
+    proc = run([XATTN, "correlate", "--attention", inputs["ca"], "--saliency", inputs["sh"], "--json", "/dev/full"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = the_one_error_line(proc.stderr, r"xattn correlate: error: no space left on the device")
+    assert "run the same command again" in line
+
+
+def test_the_fairseq_commands_report_a_full_disk_in_one_line():
+    """The excepthook of fairseq-generate/-train turns ENOSPC from anywhere into the same one line."""
+    script = ("import errno, sys; from fairseq_xattn.errors import report_user_errors_in_one_line as r; "
+              "r('fairseq-generate'); raise OSError(errno.ENOSPC, 'No space left on device', '/data/out/arrays.bin')")
+    proc = run([sys.executable, "-c", script])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = the_one_error_line(proc.stderr, r"fairseq-generate: error: no space left on the device while writing "
+                                           r"/data/out/arrays.bin: free some space")
+    assert line.endswith("(finished work is kept: stores resume, outputs are written anew)")
