@@ -19,9 +19,10 @@ import torch
 
 from ..errors import InputDataError
 from ..maps.reliability import map_reliability, per_token_reliability, spes_view
+from .autocast import NO_AUTOCAST, masked_pass_context, reference_pass_context
 from .convergence import ConvergenceMonitor
 from .estimators import build_estimator
-from .mask_batching import auto_mask_batch_size
+from .mask_batching import DEFAULT_MODEL_SIZE, auto_mask_batch_size, device_free_bytes
 from .masks import MaskSampler
 from .perturbations import build_perturbation
 from .scorers import get_scorer
@@ -73,14 +74,19 @@ class Explainer:
         self.scorer = get_scorer(settings.scorer)
         self.progress = progress
 
-    def mask_batch_size(self, n_cells: int, n_tokens: int = 1, vocab_size: int = 0) -> int:
+    def mask_batch_size(self, n_cells: int, n_tokens: int = 1, vocab_size: int = 0,
+                        device: Optional[torch.device] = None) -> int:
         """Masks per forward for ``n_cells`` frames (T or T') and ``I x V`` = ``n_tokens x vocab_size``
-        output log-probabilities per mask (``vocab_size`` 0: not counted)."""
+        output log-probabilities per mask (``vocab_size`` 0: not counted); on a CUDA ``device`` also
+        bounded by its free memory (queried now: after the reference pass, before the masks)."""
         s = self.settings
         if s.mask_batch_size > 0:
             return s.mask_batch_size
+        free = device_free_bytes(device) if device is not None else None
+        model_size = getattr(self.adapter, "model_size", None)
         return auto_mask_batch_size(self.perturbation.target, n_cells, s.budget_mask_frames,
-                                    n_tokens, vocab_size, s.budget_logits)
+                                    n_tokens, vocab_size, s.budget_logits, free_bytes=free,
+                                    model=model_size() if (free is not None and model_size) else DEFAULT_MODEL_SIZE)
 
     @torch.no_grad()
     def explain(self, utt_id: str, features: torch.Tensor, target_tokens: torch.Tensor,
@@ -103,7 +109,12 @@ class Explainer:
             raise InputDataError(f"utterance {utt_id!r}: empty hypothesis (it needs at least EOS)")
         target_tokens = target_tokens.to(features.device).long()
         prev = torch.cat([target_tokens.new_tensor([first_input]), target_tokens[:-1]]).unsqueeze(0)  # 1 x I
-        ctx = self.perturbation.setup(self.adapter, features, prev)
+        device = getattr(self.adapter, "device", features.device)  # the model's (oracles: the features')
+        # --explain-autocast: the masked passes only (refused here, before any pass, if the device lacks
+        # it); the reference stays float32, as do the scores (float32 input) and the sums (float64).
+        masked_pass = masked_pass_context(s.autocast, device)
+        with reference_pass_context(s.autocast, device):
+            ctx = self.perturbation.setup(self.adapter, features, prev)
         ref = ctx.ref_logprobs  # I x V
         if vocab_size is not None and ref.shape[-1] != vocab_size:
             raise InputDataError(f"utterance {utt_id!r}: the model predicts {ref.shape[-1]} symbols but the target "
@@ -123,11 +134,11 @@ class Explainer:
         sampler = MaskSampler(ctx.units_per_level, s.p, s.seed, utt_id, device=features.device,
                               design=s.mask_design)
         monitor = ConvergenceMonitor(s.early_stop, s.early_stop_interval, s.early_stop_min_masks)
-        batch = self.mask_batch_size(ctx.n_cells, *ref.shape)
+        batch = self.mask_batch_size(ctx.n_cells, *ref.shape, device)
         stops = sorted({int(n) for n in snapshots if 0 < n <= s.n_masks})
         taken: Dict[int, np.ndarray] = {}
         bar = self._progress_bar(utt_id, s.n_masks)
-        done = 0
+        done, warned_non_finite = 0, False
         while done < s.n_masks:
             # Cut batches at snapshot and early-stop check points (masks do not depend on the cut).
             limit = min(s.n_masks, done + batch)
@@ -137,7 +148,17 @@ class Explainer:
             if monitor.enabled:
                 limit = min(limit, (done // s.early_stop_interval + 1) * s.early_stop_interval)
             masks = sampler.batch(done, limit - done)
-            scores = self.scorer(ref, self.perturbation.logprobs(self.adapter, ctx, masks, prev))  # N x I
+            with masked_pass:
+                logprobs = self.perturbation.logprobs(self.adapter, ctx, masks, prev)  # N x I x V
+            logprobs = logprobs.float()
+            if s.autocast != NO_AUTOCAST and not warned_non_finite and \
+                    (torch.isnan(logprobs) | torch.isposinf(logprobs)).any():
+                # the scorer counts them as the largest change, as in float32; in float16 they may be overflows
+                warned_non_finite = True
+                logger.warning("utterance %s: non-finite log-probabilities under --explain-autocast %s (an "
+                               "overflow?); they score as the largest change: compare with --explain-autocast none",
+                               utt_id, s.autocast)
+            scores = self.scorer(ref, logprobs)  # N x I
             for level, rows in masks.rows.items():
                 for half in (0, 1):
                     sel = (masks.halves[level] == half).nonzero().flatten()

@@ -16,6 +16,8 @@ optional ``input_fill_value(features T x F) -> float``
     unperturbed utterance the encoder must keep (Whisper: the padding after the audio);
 optional ``input_frames_per_pass(T) -> int``
     input frames one encoder pass processes (the mask batch's memory budget; default T);
+optional ``model_size() -> mask_batching.ModelSize``
+    width and layer counts, for the estimate of the memory a masked copy needs on a GPU;
 ``prepare_frame_zeroing(encoded) -> state`` and
 ``logprobs_with_frames_zeroed(state, zeroed N x T' bool, prev_output_tokens 1 x I) -> N x I x V``
     decoder-only passes with the encoder states of the ``zeroed`` frames set to 0.
@@ -50,6 +52,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..models.encoder_output import encoder_output_lengths
+from .mask_batching import DEFAULT_MODEL_SIZE, ModelSize
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,19 @@ class FairseqForcedDecoder:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def model_size(self) -> ModelSize:
+        """Width (the widest LayerNorm: every Transformer/Conformer layer normalises its D features)
+        and layer counts (``ModuleList`` children named ``*layers`` of encoder and decoder); the
+        defaults of :data:`DEFAULT_MODEL_SIZE` for what a model does not show."""
+        def layers(module) -> int:
+            return sum(len(child) for name, child in module.named_children()
+                       if isinstance(child, torch.nn.ModuleList) and name.endswith("layers"))
+
+        widths = [m.normalized_shape[-1] for m in self.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        return ModelSize(model_dim=max(widths) if widths else DEFAULT_MODEL_SIZE.model_dim,
+                         encoder_layers=layers(self.model.encoder) or DEFAULT_MODEL_SIZE.encoder_layers,
+                         decoder_layers=layers(self.model.decoder) or DEFAULT_MODEL_SIZE.decoder_layers)
 
     # -- encoder --------------------------------------------------------------------------------
     def input_fill_value(self, features: torch.Tensor) -> float:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import OptionError
+from .autocast import AUTOCAST_DTYPES, NO_AUTOCAST
 from .mask_batching import BUDGET_LOGITS, BUDGET_MASK_FRAMES
 from .perturbations import PERTURBATIONS, perturbation_options
 from .targets import TARGETS
@@ -58,6 +59,10 @@ class ExplainSettings:
     mask_design: str = field(default="bernoulli", metadata={"omit_default": True, "choices": "MASK_DESIGNS", "help": (
         "how the masks of a block are drawn (registry MASK_DESIGNS: bernoulli, balanced, antithetic); "
         "every design occludes each unit of a mask independently with probability p")})
+    autocast: str = field(default=NO_AUTOCAST, metadata={"omit_default": True, "choices": "AUTOCAST_DTYPES", "help": (
+        "run the masked forward passes under torch.autocast with this dtype (none, bf16, fp16) on the model's "
+        "device; the reference pass, the scores and the maps stay float32. Changes the maps by the dtype's "
+        "rounding (docs/explain.md), so it is recorded in the store")})
 
     def __post_init__(self):
         target = TARGETS.get(self.target)
@@ -71,6 +76,7 @@ class ExplainSettings:
                              f"not {self.target!r}")
         if self.n_masks < 1:
             raise OptionError(f"--explain-masks must be >= 1 (got {self.n_masks})")
+        AUTOCAST_DTYPES.get(self.autocast)  # an unknown value names the flag and the choices
         self.options = dataclasses.asdict(perturbation_options(self.perturbation, self.options))
 
     def store_meta(self) -> Dict[str, Any]:
@@ -136,7 +142,8 @@ def explain_config_fields(choice_enum) -> List[Tuple[str, Any, dataclasses.Field
 def _registry(name: str):
     from . import estimators, mask_designs
 
-    return {"ESTIMATORS": estimators.ESTIMATORS, "MASK_DESIGNS": mask_designs.MASK_DESIGNS}[name]
+    return {"ESTIMATORS": estimators.ESTIMATORS, "MASK_DESIGNS": mask_designs.MASK_DESIGNS,
+            "AUTOCAST_DTYPES": AUTOCAST_DTYPES}[name]
 
 
 def settings_from_config(cfg) -> ExplainSettings:
