@@ -16,7 +16,7 @@ import torch
 
 from ..data.token_sequences import TokenSequenceError, read_token_sequences, symbols_to_ids
 from ..language_tags import leading_lang_tags
-from ..stores import (StoreError, attention_record_meta, is_partition_key, settings_differences,
+from ..stores import (StoreError, attention_record_meta, run_settings, settings_differences,
                       settings_mismatch_message)
 from .attention_store import AttentionStoreWriter
 
@@ -87,8 +87,7 @@ class CrossAttentionRecorder:
                             "settings: resuming, they are kept (delete the directory for a fresh run)")
             atexit.register(self._writer.close)
         elif not self._same_run(generator, models):
-            stored = {k: v for k, v in self._writer.meta.items()
-                      if k not in ("format", "version", "kind", "float16") and not is_partition_key(k)}
+            stored = run_settings(self._writer.meta)
             differences = settings_differences(stored, self.store_settings(generator, identity()))
             if differences:
                 raise StoreError(settings_mismatch_message(self.path, differences))

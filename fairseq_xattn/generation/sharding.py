@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import OptionError
-from ..stores import StoreError, StoreReader, is_partition_key, merge_stores, settings_differences, \
+from ..stores import StoreError, StoreReader, merge_stores, run_settings, settings_differences, \
     settings_mismatch_message
 
 logger = logging.getLogger(__name__)
 
 #: How long the first process to finish waits for the others (a barrier of the gloo group).
 BARRIER_TIMEOUT = timedelta(days=7)
-#: Store-level keys that describe the store file, not the run (ignored when a job store is compared).
-_FORMAT_KEYS = ("format", "version", "kind", "float16", "missing_shards")
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -137,11 +135,6 @@ def join_process_group(shard: RunShard) -> None:
                             timeout=BARRIER_TIMEOUT)
 
 
-def comparable_settings(meta: Mapping[str, Any]) -> Dict[str, Any]:
-    """A store's settings without its format and partition keys: equal for every part of one run."""
-    return {k: v for k, v in meta.items() if k not in _FORMAT_KEYS and not is_partition_key(k)}
-
-
 def finished_in_job_store(shard: RunShard, store: os.PathLike, settings: Mapping[str, Any],
                           kind: str) -> Dict[Tuple[str, int], Dict[str, Any]]:
     """Records of an earlier, finished run of this torchrun job (its merged store), by ``(id, rank)``:
@@ -151,7 +144,7 @@ def finished_in_job_store(shard: RunShard, store: os.PathLike, settings: Mapping
     if not shard.distributed or not (job / "meta.json").exists():
         return {}
     with StoreReader(job, expect_kind=kind) as reader:
-        differences = settings_differences(comparable_settings(reader.meta), comparable_settings(settings))
+        differences = settings_differences(run_settings(reader.meta), run_settings(settings))
         if differences:
             raise StoreError(settings_mismatch_message(job, differences))
         return {key: reader.row_meta(*key) for key in reader.keys()}

@@ -8,6 +8,7 @@ from .record_store import (
     is_partition_key,
     merge_stores,
     natural_key,
+    run_settings,
     settings_differences,
     settings_mismatch_message,
 )
@@ -29,7 +30,7 @@ from .schema import (
 )
 
 __all__ = [
-    "Record", "StoreError", "StoreReader", "StoreWriter", "is_partition_key", "merge_stores", "natural_key",
+    "Record", "StoreError", "StoreReader", "StoreWriter", "is_partition_key", "merge_stores", "natural_key", "run_settings",
     "settings_differences", "settings_mismatch_message",
     "ATTENTION_ARRAY", "KIND_CROSS_ATTENTION", "KIND_SALIENCY", "SALIENCY_ARRAY", "SALIENCY_GRIDS",
     "RecordError", "RecordView", "analysis_view", "attention_record_meta", "check_same_provenance",

@@ -707,6 +707,15 @@ def is_partition_key(key: str) -> bool:
     return key.startswith(_PARTITION_PREFIXES)
 
 
+#: Store-level meta keys that describe the store file, not the run that wrote it.
+FILE_KEYS = ("format", "version", "kind", "float16", "missing_shards")
+
+
+def run_settings(meta: Mapping[str, Any]) -> Dict[str, Any]:
+    """A store's settings without its file and partition keys: equal for every part of one run."""
+    return {k: v for k, v in meta.items() if k not in FILE_KEYS and not is_partition_key(k)}
+
+
 def merge_stores(sources: Sequence[PathLike], out: PathLike, order: Optional[Iterable[str]] = None,
                  allow_missing_shards: bool = False, meta_update: Optional[Mapping[str, Any]] = None,
                  replace: bool = False) -> int:
@@ -753,7 +762,7 @@ def merge_stores(sources: Sequence[PathLike], out: PathLike, order: Optional[Ite
             keys = sorted(where, key=lambda k: (pos[k[0]], k[1]))
         else:
             keys = sorted(where, key=lambda k: (natural_key(k[0]), k[1]))
-        meta = {k: v for k, v in base.items() if k not in ("format", "version", "kind", "float16")}
+        meta = run_settings(base)
         if missing_shards:
             meta["missing_shards"] = missing_shards
         meta.update(meta_update or {})
